@@ -1,0 +1,1 @@
+"""coopgig: the backend of a platform cooperative (CAE) — bookings, payments, ledger, payroll."""

@@ -1,0 +1,102 @@
+"""Typed dependencies: settings, the session (one unit of work), the authenticated caller, role guards.
+
+Routes are authenticated unless they declare no `CurrentUser`; the public ones are listed in
+app/routers/__init__.py (PUBLIC_ROUTES).
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db import Database
+from app.errors import Forbidden, Unauthorized
+from app.models import Cooperative, Member, User
+from app.security import decode_access_token
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.db
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.db.sessionmaker() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller, as loaded from the database on each request."""
+
+    user_id: uuid.UUID
+    email: str
+    display_name: str
+    role: str
+    cooperative_id: uuid.UUID
+    cooperative_slug: str
+    member_id: uuid.UUID | None
+    membership_stage: str | None
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in ("staff", "admin")
+
+
+async def get_current_user(
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized()
+    claims = decode_access_token(credentials.credentials, settings)
+    row = (await session.execute(
+        select(User, Cooperative.slug, Member.id, Member.stage)
+        .join(Cooperative, Cooperative.id == User.cooperative_id)
+        .outerjoin(Member, Member.user_id == User.id)
+        .where(User.id == claims.user_id)
+    )).first()
+    if row is None:
+        raise Unauthorized("The access token is invalid", code="invalid_token")
+    user, slug, member_id, stage = row
+    # A token is only as good as the account behind it: deactivation or a role change takes effect now.
+    if not user.is_active or user.cooperative_id != claims.cooperative_id or user.role != claims.role:
+        raise Unauthorized("The access token is no longer valid", code="invalid_token")
+    return Principal(user.id, user.email, user.display_name, user.role, user.cooperative_id, slug,
+                     member_id, stage)
+
+
+CurrentUser = Annotated[Principal, Depends(get_current_user)]
+
+
+def require_roles(*roles: str):
+    async def guard(user: CurrentUser) -> Principal:
+        if user.role not in roles:
+            raise Forbidden(f"This action is for {' or '.join(roles)} accounts", code="wrong_role")
+        return user
+
+    return guard
+
+
+StaffUser = Annotated[Principal, Depends(require_roles("staff", "admin"))]
+AuditorUser = Annotated[Principal, Depends(require_roles("board", "staff", "admin"))]
+ClientUser = Annotated[Principal, Depends(require_roles("client"))]
+WorkerUser = Annotated[Principal, Depends(require_roles("worker"))]

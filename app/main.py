@@ -1,0 +1,48 @@
+"""The FastAPI application factory: settings, database, routers, error handlers, middleware."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.config import Settings, get_settings
+from app.db import Database
+from app.errors import install_error_handlers
+from app.logging import configure_logging
+from app.middleware import RequestContextMiddleware
+from app.routers import auth, catalog, ops
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    db = database or Database(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if database is None:  # an injected database belongs to the caller (tests)
+            await db.dispose()
+
+    app = FastAPI(title="coopgig", version="0.1.0", lifespan=lifespan,
+                  description="Backend of a platform cooperative: bookings, payments, ledger, payroll.")
+    app.state.settings = settings
+    app.state.db = db
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(ops.router)
+    for router in (auth.router, catalog.router):
+        app.include_router(router, prefix=API_PREFIX)
+    return app
+
+
+def _default_app() -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return create_app(settings)
+
+
+# `uvicorn app.main:app` and contract_check import this; `coopgig serve` uses the same factory.
+app = _default_app()

@@ -1,0 +1,24 @@
+"""SQLModel tables and their API shapes, one module per area. Importing this registers every table."""
+from app.models.base import SQLModel
+from app.models.tenancy import (
+    AuditEvent,
+    Cooperative,
+    CooperativePublic,
+    Member,
+    RefreshRequest,
+    RefreshToken,
+    Service,
+    ServiceCreate,
+    ServicePublic,
+    TokenPair,
+    User,
+    UserProfilePublic,
+    UserPublic,
+    UserRegister,
+)
+
+__all__ = [
+    "SQLModel", "AuditEvent", "Cooperative", "CooperativePublic", "Member", "RefreshRequest", "RefreshToken",
+    "Service", "ServiceCreate", "ServicePublic", "TokenPair", "User", "UserProfilePublic", "UserPublic",
+    "UserRegister",
+]

@@ -1,0 +1,14 @@
+"""HTTP routers, one per area of API.md. Thin: parse, call one service function, return.
+
+Routes are authenticated (they depend on CurrentUser) unless listed here as public.
+"""
+PUBLIC_ROUTES = {
+    ("POST", "/api/v1/auth/register"),
+    ("POST", "/api/v1/auth/token"),
+    ("POST", "/api/v1/auth/refresh"),
+    ("POST", "/api/v1/auth/logout"),
+    ("GET", "/api/v1/services"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+}
