@@ -104,7 +104,10 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     rid = request_id_var.get()
     log.exception("unhandled error", extra={"request_id": rid})
-    return error_response(500, "internal_error", f"Something went wrong on our side (request id {rid})")
+    # This response is sent by Starlette's ServerErrorMiddleware, outside RequestContextMiddleware's
+    # send wrapper: the X-Request-ID header has to be set here.
+    return error_response(500, "internal_error", f"Something went wrong on our side (request id {rid})",
+                          headers={"X-Request-ID": rid})
 
 
 def install_error_handlers(app: FastAPI) -> None:

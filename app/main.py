@@ -11,7 +11,7 @@ from app.db import Database
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
-from app.routers import auth, catalog, ops
+from app.routers import audit, auth, catalog, cooperatives, ops
 
 API_PREFIX = "/api/v1"
 
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(ops.router)
-    for router in (auth.router, catalog.router):
+    for router in (auth.router, catalog.router, cooperatives.router, audit.router):
         app.include_router(router, prefix=API_PREFIX)
     return app
 

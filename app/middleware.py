@@ -10,6 +10,7 @@ import time
 import uuid
 
 from prometheus_client import Counter, Histogram
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import error_body
@@ -25,8 +26,13 @@ LATENCY = Histogram(
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while a streamed body is read. An HTTPException so that FastAPI's body parsing re-raises
+    it (any other exception there becomes a 400 "error parsing the body") and the app's handler
+    turns it into the contract's 413 `payload_too_large`."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body exceeds {limit} bytes")
 
 
 class RequestContextMiddleware:
@@ -60,7 +66,7 @@ class RequestContextMiddleware:
             declared = 0
         try:
             if declared > self.max_body_bytes:
-                raise BodyTooLarge
+                raise BodyTooLarge(self.max_body_bytes)
             received = 0
 
             async def receive_wrapper() -> Message:
@@ -69,15 +75,14 @@ class RequestContextMiddleware:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > self.max_body_bytes:
-                        raise BodyTooLarge
+                        raise BodyTooLarge(self.max_body_bytes)
                 return message
 
             await self.app(scope, receive_wrapper, send_wrapper)
-        except BodyTooLarge:
+        except BodyTooLarge as exc:
             if started:
                 raise
-            await _send_json(send_wrapper, 413, error_body(
-                "payload_too_large", f"The request body exceeds {self.max_body_bytes} bytes"))
+            await _send_json(send_wrapper, 413, error_body("payload_too_large", exc.detail))
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "<unmatched>"

@@ -1,5 +1,7 @@
 """SQLModel tables and their API shapes, one module per area. Importing this registers every table."""
 from app.models.base import SQLModel
+from app.models.fees import FeeScheduleVersion
+from app.models.ledger import LedgerAccount, LedgerEntry, LedgerTransaction
 from app.models.tenancy import (
     AuditEvent,
     Cooperative,
@@ -18,7 +20,7 @@ from app.models.tenancy import (
 )
 
 __all__ = [
-    "SQLModel", "AuditEvent", "Cooperative", "CooperativePublic", "Member", "RefreshRequest", "RefreshToken",
+    "SQLModel", "FeeScheduleVersion", "LedgerAccount", "LedgerEntry", "LedgerTransaction", "AuditEvent", "Cooperative", "CooperativePublic", "Member", "RefreshRequest", "RefreshToken",
     "Service", "ServiceCreate", "ServicePublic", "TokenPair", "User", "UserProfilePublic", "UserPublic",
     "UserRegister",
 ]

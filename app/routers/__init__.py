@@ -8,6 +8,8 @@ PUBLIC_ROUTES = {
     ("POST", "/api/v1/auth/refresh"),
     ("POST", "/api/v1/auth/logout"),
     ("GET", "/api/v1/services"),
+    ("GET", "/api/v1/cooperatives/{slug}"),
+    ("GET", "/api/v1/cooperatives/{slug}/fee-schedule"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

@@ -16,7 +16,7 @@ from app.domain.money import validate_currency
 from app.errors import Conflict, Invalid, NotFound
 from app.models import Cooperative, Member, Service, User
 from app.security import check_password_strength, hash_password
-from app.services import audit
+from app.services import audit, fee_schedules
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -40,6 +40,9 @@ async def create_cooperative(session: AsyncSession, *, slug: str, name: str, cur
     except IntegrityError:
         await session.rollback()
         raise Conflict(f"A cooperative with slug {slug!r} exists already", code="slug_taken") from None
+    fee_schedules.add_version(session, cooperative_id=coop.id, effective_from=coop.created_at,
+                              decided_by="founding default (until the members vote)",
+                              created_by_user_id=actor_user_id, **fee_schedules.FOUNDING_SCHEDULE)
     audit.record(session, action="cooperative.created", target_type="cooperative", target_id=coop.id,
                  cooperative_id=coop.id, actor_user_id=actor_user_id, data={"slug": slug})
     await session.commit()

@@ -1,0 +1,126 @@
+"""Posting balanced transactions to the ledger, once per business reference, and reading balances.
+
+`post` adds to the caller's unit of work and never commits: the posting lands together with the
+business change it records (a capture, a payslip...) or not at all.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import utcnow
+from app.domain import ledger as rules
+from app.models.ledger import LedgerAccount, LedgerEntry, LedgerTransaction
+
+
+@dataclass(frozen=True)
+class PostResult:
+    transaction_id: uuid.UUID
+    created: bool  # False: this reference was posted before; nothing new was written
+
+
+@dataclass(frozen=True)
+class AccountBalance:
+    code: str
+    kind: str
+    currency: str
+    balance_cents: int  # signed: debit positive, credit negative
+
+
+def _insert_ignore(session: AsyncSession, table):
+    dialect = session.get_bind().dialect.name
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return stmt
+
+
+async def _account_ids(session: AsyncSession, cooperative_id: uuid.UUID, currency: str,
+                       codes: set[str]) -> dict[str, uuid.UUID]:
+    query = select(LedgerAccount.code, LedgerAccount.id).where(
+        LedgerAccount.cooperative_id == cooperative_id, LedgerAccount.currency == currency,
+        LedgerAccount.code.in_(codes))
+    found = dict((await session.execute(query)).all())
+    missing = codes - found.keys()
+    if missing:
+        rows = []
+        for code in sorted(missing):
+            member = rules.member_id_of(code)
+            rows.append({"id": uuid.uuid4(), "cooperative_id": cooperative_id, "currency": currency,
+                         "code": code, "kind": rules.account_kind(code).value,
+                         "member_id": uuid.UUID(member) if member else None, "created_at": utcnow()})
+        # Two postings may open the same account at once: the loser's insert does nothing.
+        await session.execute(_insert_ignore(session, LedgerAccount).on_conflict_do_nothing(
+            index_elements=["cooperative_id", "currency", "code"]), rows)
+        found = dict((await session.execute(query)).all())
+    return found
+
+
+async def post(session: AsyncSession, *, cooperative_id: uuid.UUID, posting: rules.Posting,
+               occurred_at: datetime | None = None) -> PostResult:
+    """Write a balanced posting once: a second call with the same reference returns the first."""
+    occurred_at = occurred_at or utcnow()
+    tx_id = uuid.uuid4()
+    stmt = _insert_ignore(session, LedgerTransaction).values(
+        id=tx_id, cooperative_id=cooperative_id, currency=posting.currency, reference=posting.reference,
+        kind=posting.kind, description=posting.description[:500], occurred_at=occurred_at,
+        created_at=utcnow(),
+    ).on_conflict_do_nothing(index_elements=["cooperative_id", "reference"]).returning(LedgerTransaction.id)
+    inserted = (await session.execute(stmt)).scalar_one_or_none()
+    if inserted is None:
+        existing = (await session.execute(select(LedgerTransaction.id).where(
+            LedgerTransaction.cooperative_id == cooperative_id,
+            LedgerTransaction.reference == posting.reference))).scalar_one()
+        return PostResult(existing, created=False)
+    accounts = await _account_ids(session, cooperative_id, posting.currency,
+                                  {e.account for e in posting.entries})
+    await session.execute(insert(LedgerEntry), [
+        {"id": uuid.uuid4(), "transaction_id": tx_id, "account_id": accounts[e.account],
+         "cooperative_id": cooperative_id, "amount_cents": e.amount_cents, "occurred_at": occurred_at}
+        for e in posting.entries
+    ])
+    return PostResult(tx_id, created=True)
+
+
+async def balances(session: AsyncSession, *, cooperative_id: uuid.UUID, at: datetime | None = None,
+                   currency: str | None = None) -> list[AccountBalance]:
+    """Every account's balance, summed from its entries (as of `at` when given)."""
+    total = func.coalesce(func.sum(LedgerEntry.amount_cents), 0)
+    join_on = LedgerEntry.account_id == LedgerAccount.id
+    if at is not None:
+        join_on = join_on & (LedgerEntry.occurred_at <= at)
+    query = (select(LedgerAccount.code, LedgerAccount.kind, LedgerAccount.currency, total)
+             .outerjoin(LedgerEntry, join_on)
+             .where(LedgerAccount.cooperative_id == cooperative_id)
+             .group_by(LedgerAccount.id, LedgerAccount.code, LedgerAccount.kind, LedgerAccount.currency)
+             .order_by(LedgerAccount.currency, LedgerAccount.code))
+    if currency is not None:
+        query = query.where(LedgerAccount.currency == currency)
+    return [AccountBalance(code, kind, cur, int(bal)) for code, kind, cur, bal in await session.execute(query)]
+
+
+async def account_balance(session: AsyncSession, *, cooperative_id: uuid.UUID, code: str,
+                          currency: str = "EUR", at: datetime | None = None) -> int:
+    """One account's signed balance from its entries (0 for an account never used)."""
+    query = (select(func.coalesce(func.sum(LedgerEntry.amount_cents), 0))
+             .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+             .where(LedgerAccount.cooperative_id == cooperative_id, LedgerAccount.currency == currency,
+                    LedgerAccount.code == code))
+    if at is not None:
+        query = query.where(LedgerEntry.occurred_at <= at)
+    return int((await session.execute(query)).scalar_one())
+
+
+async def transaction_entries(session: AsyncSession, *, cooperative_id: uuid.UUID,
+                              reference: str) -> list[tuple[str, int]]:
+    """The (account code, signed amount) lines of the transaction with this reference."""
+    rows = await session.execute(
+        select(LedgerAccount.code, LedgerEntry.amount_cents)
+        .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+        .where(LedgerTransaction.cooperative_id == cooperative_id, LedgerTransaction.reference == reference)
+        .order_by(LedgerAccount.code))
+    return [(code, int(amount)) for code, amount in rows]
