@@ -6,7 +6,8 @@ app/routers/__init__.py (PUBLIC_ROUTES).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from app.config import Settings
 from app.db import Database
 from app.errors import Forbidden, Unauthorized
 from app.models import Cooperative, Member, User
+from app.payments.port import PaymentGateway
 from app.security import decode_access_token
 
 
@@ -35,7 +37,27 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def get_clock(request: Request) -> Callable[[], datetime]:
+    return request.app.state.clock
+
+
+def get_now(request: Request) -> datetime:
+    """The current instant, from the app's clock (tests move it to check expiry and policies)."""
+    return request.app.state.clock()
+
+
+def get_gateway(request: Request) -> PaymentGateway:
+    return request.app.state.gateway
+
+
+def get_rate_cards(request: Request):
+    return request.app.state.rate_cards
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+NowDep = Annotated[datetime, Depends(get_now)]
+GatewayDep = Annotated[PaymentGateway, Depends(get_gateway)]
+RateCardsDep = Annotated[object, Depends(get_rate_cards)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 

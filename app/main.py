@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.config import Settings, get_settings
-from app.db import Database
+from app.db import Database, utcnow
+from app.payments.factory import make_gateway
+from app.payouts.rate_card import RateCardCache
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
-from app.routers import audit, auth, catalog, cooperatives, ops
+from app.routers import audit, auth, bookings, catalog, cooperatives, members, offerings, ops, reviews
 
 API_PREFIX = "/api/v1"
 
@@ -30,10 +32,14 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                   description="Backend of a platform cooperative: bookings, payments, ledger, payroll.")
     app.state.settings = settings
     app.state.db = db
+    app.state.clock = utcnow
+    app.state.gateway = make_gateway(settings)
+    app.state.rate_cards = RateCardCache()
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(ops.router)
-    for router in (auth.router, catalog.router, cooperatives.router, audit.router):
+    for router in (auth.router, catalog.router, cooperatives.router, audit.router, members.router,
+                   offerings.router, bookings.router, reviews.router):
         app.include_router(router, prefix=API_PREFIX)
     return app
 

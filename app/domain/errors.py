@@ -1,7 +1,6 @@
-"""Domain errors: each carries a stable snake_case `code`, a human `message` and an HTTP status hint.
+"""Domain errors: a stable snake_case `code`, a human `message` and a `status` hint (409 or 422).
 
-app/errors.py maps them to the API's `{"error": {"code", "message"}}` shape; the domain itself
-never knows about HTTP beyond the hint (409 = state conflict, 422 = invalid input).
+app/errors.py maps them to the API's `{"error": {"code", "message"}}` shape.
 """
 
 from __future__ import annotations

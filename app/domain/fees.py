@@ -1,7 +1,6 @@
 """Fee rules: where each cent of a booking's price goes (VAT, processing, contribution, payroll).
 
-Integer cents throughout; every rate in basis points (bps, 10000 = 100 %) or exact Decimal ratios.
-Rounding (deterministic, see `quote_breakdown`): half-up per line, remainder in `employee_contributions`.
+Rates are basis points (10000 = 100 %) or exact Decimal ratios; rounding is told in quote_breakdown.
 """
 
 from __future__ import annotations
@@ -99,7 +98,7 @@ class RateCard:
     min_net_hourly_cents: int  # legal minimum net hourly wage of the period
 
     def __post_init__(self) -> None:
-        # The payroll engine hands numpy integers: accept any exact integer, never a float.
+        # The payroll engine may hand numpy integers: accept any exact integer, never a float.
         try:
             for name in ("gross_cents", "employer_cost_cents", "net_cents"):
                 object.__setattr__(self, name, tuple(operator.index(v) for v in getattr(self, name)))

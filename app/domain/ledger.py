@@ -1,7 +1,6 @@
 """Double-entry posting rules: the chart of accounts and the postings each money event makes.
 
-Pure: builds and checks Posting values; storing them (immutably, one per reference) is the
-services' job. Amounts are signed integer cents: positive = debit, negative = credit.
+Entries are signed integer cents, positive = debit, negative = credit; storing them is the services' job.
 """
 
 from __future__ import annotations

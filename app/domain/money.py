@@ -1,8 +1,6 @@
 """Money arithmetic on integer cents: half-up rounding, basis points, exact splits, labels.
 
-Rounding rule used everywhere: ROUND_HALF_UP (ties go away from zero) to whole cents, applied
-once per computed line; the line that absorbs the remainder is chosen by the caller (in fees.py,
-`employee_contributions`) so that a set of lines always adds up to its total exactly.
+Amounts are always int cents; Decimal only appears inside rate maths and never leaves it.
 """
 
 from __future__ import annotations
@@ -12,6 +10,12 @@ from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Context, Decimal
 
 from app.domain.errors import InvalidCurrency
+
+# The rounding rule, everywhere in coopgig: ROUND_HALF_UP (ties away from zero) to whole cents,
+# once per computed line, never on intermediate results. A set of lines that must add up to a
+# total computes all lines but one and gives the last one the difference, so it absorbs the
+# remainder: in a booking breakdown that is `employee_contributions` (fees.quote_breakdown); in
+# proportional splits (refunds) `allocate` hands out the leftover cents by largest remainder.
 
 BPS = 10_000  # basis points in 100 %
 

@@ -1,6 +1,16 @@
 """SQLModel tables and their API shapes, one module per area. Importing this registers every table."""
 from app.models.base import SQLModel
 from app.models.fees import FeeScheduleVersion
+from app.models.marketplace import (
+    Appeal,
+    AvailabilityWindow,
+    Booking,
+    BookingEvent,
+    BookingOffer,
+    Offering,
+    Review,
+    Suspension,
+)
 from app.models.ledger import LedgerAccount, LedgerEntry, LedgerTransaction
 from app.models.tenancy import (
     AuditEvent,
@@ -20,7 +30,7 @@ from app.models.tenancy import (
 )
 
 __all__ = [
-    "SQLModel", "FeeScheduleVersion", "LedgerAccount", "LedgerEntry", "LedgerTransaction", "AuditEvent", "Cooperative", "CooperativePublic", "Member", "RefreshRequest", "RefreshToken",
+    "SQLModel", "Appeal", "AvailabilityWindow", "Booking", "BookingEvent", "BookingOffer", "Offering", "Review", "Suspension", "FeeScheduleVersion", "LedgerAccount", "LedgerEntry", "LedgerTransaction", "AuditEvent", "Cooperative", "CooperativePublic", "Member", "RefreshRequest", "RefreshToken",
     "Service", "ServiceCreate", "ServicePublic", "TokenPair", "User", "UserProfilePublic", "UserPublic",
     "UserRegister",
 ]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr
 from pydantic import Field as PField
-from sqlalchemy import CheckConstraint, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, Float, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.models.base import created_at_field, id_field, json_field, timestamp_field
@@ -27,6 +27,8 @@ class Cooperative(SQLModel, table=True):
     currency: str = Field(default="EUR", sa_type=String(3), nullable=False)
     iban: str | None = Field(default=None, sa_type=String(34))
     bic: str | None = Field(default=None, sa_type=String(11))
+    # The members' own choices (matching weights, delays, payroll inputs): see CooperativeSettings.
+    settings: dict[str, Any] = json_field()
     created_at: datetime = created_at_field()
 
 
@@ -56,6 +58,20 @@ class Member(SQLModel, table=True):
     user_id: uuid.UUID = Field(foreign_key="app_user.id", unique=True, nullable=False)
     stage: str = Field(default="cape", sa_type=String(16), nullable=False)
     stage_signed_at: datetime | None = timestamp_field(nullable=True)
+    cesa_signed_at: datetime | None = timestamp_field(nullable=True)
+    associate_signed_at: datetime | None = timestamp_field(nullable=True)
+    bio: str | None = Field(default=None, sa_type=Text)
+    lat: float | None = Field(default=None, sa_type=Float)
+    lon: float | None = Field(default=None, sa_type=Float)
+    radius_km: float | None = Field(default=None, sa_type=Float)
+    iban: str | None = Field(default=None, sa_type=String(34))
+    # Salary plan (DESIGN.md "Payroll"): `full` converts the whole balance; `fixed` pays a chosen gross.
+    salary_mode: str = Field(default="full", sa_type=String(8), nullable=False)
+    fixed_monthly_gross_cents: int | None = None
+    # Ratings received from clients (hidden reviews excluded), kept as sum and count for matching.
+    rating_sum: int = Field(default=0, nullable=False)
+    rating_count: int = Field(default=0, nullable=False)
+    suspended: bool = Field(default=False, nullable=False)
     created_at: datetime = created_at_field()
 
 

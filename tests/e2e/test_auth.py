@@ -174,7 +174,8 @@ async def test_login_email_is_case_insensitive(client, db, settings):
 async def test_wrong_password_and_unknown_email_look_the_same(client, db, settings):
     coop = await make_cooperative(db)
     account = await make_user(client, db, settings, cooperative=coop)
-    wrong = await client.post("/auth/token", data={"username": account.email, "password": "not-the-password-1"})
+    wrong = await client.post("/auth/token",
+                              data={"username": account.email, "password": "not-the-password-1"})
     unknown = await client.post("/auth/token", data={"username": "nobody@example.org", "password": PASSWORD})
     _assert_error(wrong, 401, "invalid_credentials")
     _assert_error(unknown, 401, "invalid_credentials")
@@ -227,6 +228,15 @@ async def test_two_concurrent_refreshes_with_one_token_exactly_one_wins(client, 
     assert sorted(r.status_code for r in responses) == [200, 401], [r.text for r in responses]
 
 
+async def test_many_concurrent_refreshes_with_one_token_exactly_one_wins(client, db, settings):
+    coop = await make_cooperative(db)
+    account = await make_user(client, db, settings, cooperative=coop)
+    tokens = await login(client, account.email)
+    responses = await asyncio.gather(*(
+        client.post("/auth/refresh", json={"refresh_token": tokens["refresh_token"]}) for _ in range(6)))
+    assert sorted(r.status_code for r in responses) == [200] + [401] * 5, [r.text for r in responses]
+
+
 async def test_unknown_refresh_token_is_401(client, db):
     resp = await client.post("/auth/refresh", json={"refresh_token": "not-a-token-we-issued"})
     _assert_error(resp, 401, "invalid_refresh_token")
@@ -274,9 +284,9 @@ async def _set_user(db, user_id: str, **values) -> None:
 async def test_expired_access_token_is_401_token_expired(client, db, settings):
     coop = await make_cooperative(db)
     account = await make_user(client, db, settings, cooperative=coop)
+    issued = datetime.now(UTC) - timedelta(seconds=settings.access_token_ttl_seconds + 5)
     token = make_access_token(user_id=uuid.UUID(account.id), role=account.role,
-                              cooperative_id=await _coop_id(db, account.id), settings=settings,
-                              now=datetime.now(UTC) - timedelta(seconds=settings.access_token_ttl_seconds + 5))
+                              cooperative_id=await _coop_id(db, account.id), settings=settings, now=issued)
     resp = await client.get("/me", headers=_bearer(token))
     _assert_error(resp, 401, "token_expired")
     assert resp.headers["www-authenticate"] == "Bearer"
@@ -376,6 +386,7 @@ async def test_token_whose_role_changed_is_401(client, db, settings):
 async def test_token_for_a_user_that_does_not_exist_is_401(client, db, settings):
     coop = await make_cooperative(db)
     account = await make_user(client, db, settings, cooperative=coop)
-    token = make_access_token(user_id=uuid.uuid4(), role="client", cooperative_id=await _coop_id(db, account.id),
-                              settings=settings, now=datetime.now(UTC))
+    token = make_access_token(user_id=uuid.uuid4(), role="client",
+                              cooperative_id=await _coop_id(db, account.id), settings=settings,
+                              now=datetime.now(UTC))
     _assert_error(await client.get("/me", headers=_bearer(token)), 401, "invalid_token")

@@ -130,7 +130,8 @@ async def test_a_cooperative_with_no_services_lists_none(client, db):
 
 
 async def test_unknown_cooperative_on_services_is_404(client, db):
-    _assert_error(await client.get("/services", params={"cooperative": "nowhere"}), 404, "cooperative_not_found")
+    resp = await client.get("/services", params={"cooperative": "nowhere"})
+    _assert_error(resp, 404, "cooperative_not_found")
 
 
 @pytest.mark.parametrize("role", ["client", "worker", "board"])

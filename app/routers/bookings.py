@@ -1,0 +1,167 @@
+"""Matching, bookings and offers (API.md "Matching and bookings")."""
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from app.deps import ClientUser, CurrentUser, GatewayDep, NowDep, RateCardsDep, SessionDep, WorkerUser
+from app.errors import Forbidden, Invalid
+from app.models import Booking, Cooperative, Service
+from app.models.coop_settings import settings_of
+from app.models.marketplace import BOOKING_STATUSES
+from app.models.marketplace_api import (
+    BookingCreate,
+    BookingEventPublic,
+    BookingPublic,
+    CancelIn,
+    CompleteIn,
+    Location,
+    Match,
+    OfferPublic,
+    PaymentPublic,
+)
+from app.services import bookings
+from app.services.bookings import Actor, NewBooking
+
+router = APIRouter(tags=["bookings"])
+
+
+def booking_public(booking: Booking, *, role: str, member_id: uuid.UUID | None,
+                   events: list | None = None) -> BookingPublic:
+    holds = role != "worker" or booking.worker_member_id == member_id
+    return BookingPublic(
+        id=booking.id, status=booking.status, service_id=booking.service_id, starts_at=booking.starts_at,
+        ends_at=booking.ends_at, duration_minutes=booking.duration_minutes,
+        location=Location(lat=booking.lat, lon=booking.lon), address=booking.address if holds else None,
+        notes=booking.notes, worker_id=booking.worker_member_id, price_cents=booking.price_cents,
+        currency=booking.currency, breakdown=booking.breakdown, actual_minutes=booking.actual_minutes,
+        final_price_cents=booking.final_price_cents, cancelled_by=booking.cancelled_by,
+        cancel_reason=booking.cancel_reason,
+        payment=PaymentPublic(provider=booking.payment_provider, payment_intent_id=booking.payment_intent_id,
+                              # The client secret lets the client's app confirm the payment: theirs only.
+                              client_secret=booking.payment_client_secret if role == "client" else None,
+                              status=booking.payment_status),
+        created_at=booking.created_at,
+        events=None if events is None else [
+            BookingEventPublic(from_status=e.from_status, to_status=e.to_status, actor_role=e.actor_role,
+                               actor_user_id=e.actor_user_id, data=e.data, at=e.created_at) for e in events])
+
+
+def _actor(user) -> Actor:
+    return Actor(user.user_id, user.role, user.member_id)
+
+
+@router.get("/matches", response_model=list[Match])
+async def get_matches(
+    user: ClientUser, session: SessionDep, rate_cards: RateCardsDep, now: NowDep,
+    service_id: uuid.UUID, starts_at: AwareDatetime,
+    duration_minutes: Annotated[int, Query(ge=15, le=12 * 60)],
+    lat: Annotated[float, Query(ge=-90, le=90)], lon: Annotated[float, Query(ge=-180, le=180)],
+    max_price_cents: Annotated[int | None, Query(gt=0)] = None,
+) -> list[Match]:
+    """Ranked workers available for the slot, each with the price and where every euro goes."""
+    service = await session.get(Service, service_id)
+    if service is None or service.cooperative_id != user.cooperative_id:
+        raise Invalid("No such service in your cooperative", code="unknown_service")
+    priced = await bookings.priced_matches(session, rate_cards, cooperative_id=user.cooperative_id, service=service,
+                                           starts_at=starts_at, duration_minutes=duration_minutes, lat=lat, lon=lon,
+                                           now=now)
+    limit = settings_of((await session.get(Cooperative, user.cooperative_id)).settings).matches_limit
+    return [Match(worker_id=p.ranked.candidate.member_id, display_name=p.ranked.candidate.display_name,
+                  rating=p.ranked.rating, rating_count=p.ranked.candidate.rating_count,
+                  distance_km=round(p.ranked.distance_km, 2), hourly_rate_cents=p.ranked.candidate.hourly_rate_cents,
+                  price_cents=p.quote.breakdown.price_cents, breakdown=p.quote.breakdown.to_dict(),
+                  score=round(p.ranked.score, 6), why=p.ranked.why)
+            for p in priced[:limit] if max_price_cents is None or p.quote.breakdown.price_cents <= max_price_cents]
+
+
+@router.post("/bookings", status_code=201, response_model=BookingPublic)
+async def create_booking(body: BookingCreate, user: ClientUser, session: SessionDep, gateway: GatewayDep,
+                         rate_cards: RateCardsDep, now: NowDep) -> BookingPublic:
+    booking = await bookings.create(
+        session, gateway, rate_cards, client_user_id=user.user_id, cooperative_id=user.cooperative_id,
+        cooperative_slug=user.cooperative_slug, now=now,
+        body=NewBooking(service_id=body.service_id, starts_at=body.starts_at, duration_minutes=body.duration_minutes,
+                        lat=body.location.lat, lon=body.location.lon, address=body.address, notes=body.notes,
+                        worker_id=body.worker_id, max_price_cents=body.max_price_cents))
+    return booking_public(booking, role="client", member_id=None)
+
+
+@router.get("/bookings", response_model=list[BookingPublic])
+async def list_bookings(user: CurrentUser, session: SessionDep,
+                        status: Annotated[str | None, Query(max_length=20)] = None) -> list[BookingPublic]:
+    if status is not None and status not in BOOKING_STATUSES:
+        raise Invalid(f"status must be one of {', '.join(BOOKING_STATUSES)}", code="invalid_status")
+    found = await bookings.list_for(session, user_id=user.user_id, role=user.role, cooperative_id=user.cooperative_id,
+                                    member_id=user.member_id, status=status)
+    return [booking_public(b, role=user.role, member_id=user.member_id) for b in found]
+
+
+@router.get("/bookings/{booking_id}", response_model=BookingPublic)
+async def get_booking(booking_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> BookingPublic:
+    booking = await bookings.visible_booking(session, booking_id=booking_id, user_id=user.user_id, role=user.role,
+                                             cooperative_id=user.cooperative_id, member_id=user.member_id)
+    return booking_public(booking, role=user.role, member_id=user.member_id,
+                          events=await bookings.events(session, booking.id))
+
+
+@router.get("/offers", response_model=list[OfferPublic])
+async def get_offers(user: WorkerUser, session: SessionDep, now: NowDep) -> list[OfferPublic]:
+    """Open offers for the caller, with `why`: the score terms that made each offer."""
+    return [OfferPublic(booking_id=b.id, service_id=b.service_id, starts_at=b.starts_at,
+                        duration_minutes=b.duration_minutes, price_cents=o.price_cents,
+                        hourly_rate_cents=o.hourly_rate_cents, breakdown=o.breakdown, expires_at=o.expires_at,
+                        why=o.why, rank=o.rank, location=Location(lat=b.lat, lon=b.lon))
+            for o, b in await bookings.open_offers(session, member_id=user.member_id, now=now)]
+
+
+async def _worker_only(user) -> None:
+    if user.role != "worker":
+        raise Forbidden("Only the worker can do this", code="wrong_role")
+
+
+@router.post("/bookings/{booking_id}/accept", response_model=BookingPublic)
+async def accept(booking_id: uuid.UUID, user: CurrentUser, session: SessionDep, now: NowDep) -> BookingPublic:
+    await _worker_only(user)
+    booking = await bookings.accept(session, booking_id=booking_id, actor=_actor(user),
+                                    cooperative_id=user.cooperative_id, now=now)
+    return booking_public(booking, role=user.role, member_id=user.member_id)
+
+
+@router.post("/bookings/{booking_id}/decline", response_model=BookingPublic)
+async def decline(booking_id: uuid.UUID, user: CurrentUser, session: SessionDep, gateway: GatewayDep,
+                  rate_cards: RateCardsDep, now: NowDep) -> BookingPublic:
+    await _worker_only(user)
+    booking = await bookings.decline(session, gateway, rate_cards, booking_id=booking_id, actor=_actor(user),
+                                     cooperative_id=user.cooperative_id, now=now)
+    return booking_public(booking, role=user.role, member_id=user.member_id)
+
+
+@router.post("/bookings/{booking_id}/start", response_model=BookingPublic)
+async def start(booking_id: uuid.UUID, user: CurrentUser, session: SessionDep, now: NowDep) -> BookingPublic:
+    await _worker_only(user)
+    booking = await bookings.start(session, booking_id=booking_id, actor=_actor(user),
+                                   cooperative_id=user.cooperative_id, now=now)
+    return booking_public(booking, role=user.role, member_id=user.member_id)
+
+
+@router.post("/bookings/{booking_id}/complete", response_model=BookingPublic)
+async def complete(booking_id: uuid.UUID, body: CompleteIn, user: CurrentUser, session: SessionDep,
+                   gateway: GatewayDep, now: NowDep) -> BookingPublic:
+    await _worker_only(user)
+    booking = await bookings.complete(session, gateway, booking_id=booking_id, actor=_actor(user),
+                                      cooperative_id=user.cooperative_id, actual_minutes=body.actual_minutes, now=now)
+    return booking_public(booking, role=user.role, member_id=user.member_id)
+
+
+@router.post("/bookings/{booking_id}/cancel", response_model=BookingPublic)
+async def cancel(booking_id: uuid.UUID, body: CancelIn, user: CurrentUser, session: SessionDep, gateway: GatewayDep,
+                 rate_cards: RateCardsDep, now: NowDep) -> BookingPublic:
+    if user.role not in ("client", "worker"):
+        raise Forbidden("Only the booking's client or worker can cancel it", code="wrong_role")
+    booking = await bookings.cancel(session, gateway, rate_cards, booking_id=booking_id, actor=_actor(user),
+                                    cooperative_id=user.cooperative_id, reason=body.reason, now=now)
+    return booking_public(booking, role=user.role, member_id=user.member_id)

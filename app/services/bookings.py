@@ -1,0 +1,549 @@
+"""The booking lifecycle: create (quote, match, offer, authorize), accept, decline, start, complete,
+cancel, expire. Each transition is checked by app/domain/bookings.py and recorded with who and when.
+
+Calls to the payment processor follow atomic phases: the local state change is committed first
+(with a `*_pending` payment status), then the processor is called with a deterministic idempotency
+key, then its answer is recorded. A crash in between leaves a pending status that
+`retry_pending_payments` completes; the processor never sees an action twice.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain import bookings as rules
+from app.domain import ledger as ledger_rules
+from app.domain.errors import PriceTooLow
+from app.domain.fees import Breakdown
+from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
+from app.models import Booking, BookingEvent, BookingOffer, Cooperative, Member, Service
+from app.models.coop_settings import CooperativeSettings, settings_of
+from app.models.marketplace import HOLDING_STATUSES
+from app.payments.port import AuthorizeRequest, PaymentGateway
+from app.services import ledger, matching, quotes
+
+log = logging.getLogger("coopgig.bookings")
+
+
+@dataclass(frozen=True)
+class Actor:
+    user_id: uuid.UUID | None
+    role: str  # client, worker, staff, system
+    member_id: uuid.UUID | None = None
+
+
+SYSTEM = Actor(None, "system")
+
+
+def _event(session: AsyncSession, booking: Booking, to_status: str, actor: Actor, now: datetime,
+           data: dict[str, Any] | None = None, from_status: str | None = None) -> None:
+    session.add(BookingEvent(booking_id=booking.id, from_status=from_status, to_status=to_status,
+                             actor_user_id=actor.user_id, actor_role=actor.role, data=data or {}, created_at=now))
+
+
+def _transition(session: AsyncSession, booking: Booking, to_status: str, actor: Actor, now: datetime,
+                data: dict[str, Any] | None = None) -> None:
+    rules.check_transition(booking.status, to_status, actor.role)
+    _event(session, booking, to_status, actor, now, data, from_status=booking.status)
+    booking.status = to_status
+    booking.updated_at = now
+
+
+async def _cooperative(session: AsyncSession, cooperative_id: uuid.UUID) -> tuple[Cooperative, CooperativeSettings]:
+    coop = await session.get(Cooperative, cooperative_id)
+    return coop, settings_of(coop.settings)
+
+
+# ---- creation ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewBooking:
+    service_id: uuid.UUID
+    starts_at: datetime
+    duration_minutes: int
+    lat: float
+    lon: float
+    address: str
+    notes: str | None = None
+    worker_id: uuid.UUID | None = None
+    max_price_cents: int | None = None
+
+
+@dataclass(frozen=True)
+class PricedCandidate:
+    ranked: Any  # matching.Ranked
+    quote: quotes.Quote
+
+
+async def priced_matches(session: AsyncSession, rate_cards, *, cooperative_id: uuid.UUID, service: Service,
+                         starts_at: datetime, duration_minutes: int, lat: float, lon: float, now: datetime,
+                         only_member: uuid.UUID | None = None, exclude: set[uuid.UUID] | None = None,
+                         ) -> list[PricedCandidate]:
+    """Eligible workers, best first, each with the price of the slot and its breakdown."""
+    coop, coop_settings = await _cooperative(session, cooperative_id)
+    ends_at = starts_at + timedelta(minutes=duration_minutes)
+    found = await matching.ranked(session, coop_settings=coop_settings, cooperative_id=cooperative_id,
+                                  service_id=service.id, starts_at=starts_at, ends_at=ends_at, lat=lat, lon=lon,
+                                  only_member=only_member, exclude=exclude)
+    if not found:
+        return []
+    ctx = await quotes.context(session, rate_cards, cooperative=coop, coop_settings=coop_settings, at=now,
+                               period=quotes.period_of(starts_at))
+    expected = dict((await session.execute(select(Member.id, Member.fixed_monthly_gross_cents).where(
+        Member.id.in_([uuid.UUID(r.candidate.member_id) for r in found])))).all())
+    priced = []
+    for r in found:
+        try:
+            q = quotes.quote(ctx, hourly_rate_cents=r.candidate.hourly_rate_cents, minutes=duration_minutes,
+                             vat_rate_bps=service.vat_rate_bps,
+                             expected_monthly_gross_cents=expected.get(uuid.UUID(r.candidate.member_id)))
+        except PriceTooLow:
+            continue  # a rate too low to leave anything for the member is never offered
+        priced.append(PricedCandidate(r, q))
+    return priced
+
+
+def _validate_slot(body: NewBooking, coop_settings: CooperativeSettings, now: datetime) -> None:
+    if body.starts_at.tzinfo is None:
+        raise Invalid("starts_at needs a UTC offset (RFC 3339)", code="invalid_time")
+    if body.starts_at < now + timedelta(minutes=coop_settings.min_lead_minutes):
+        raise Invalid(f"A booking must start at least {coop_settings.min_lead_minutes} minutes from now",
+                      code="too_soon")
+
+
+async def _open_offers(session: AsyncSession, booking: Booking, picks: list[PricedCandidate],
+                       coop_settings: CooperativeSettings, now: datetime) -> None:
+    expires = min(now + timedelta(minutes=coop_settings.offer_ttl_minutes), booking.starts_at)
+    for rank_, pick in enumerate(picks, start=1):
+        session.add(BookingOffer(
+            booking_id=booking.id, cooperative_id=booking.cooperative_id,
+            member_id=uuid.UUID(pick.ranked.candidate.member_id), status="open", rank=rank_,
+            score=pick.ranked.score, why=pick.ranked.why, hourly_rate_cents=pick.ranked.candidate.hourly_rate_cents,
+            price_cents=pick.quote.breakdown.price_cents, breakdown=pick.quote.breakdown.to_dict(),
+            quote_terms=pick.quote.terms, expires_at=expires, created_at=now))
+    booking.offers_expire_at = expires
+
+
+async def create(session: AsyncSession, gateway: PaymentGateway, rate_cards, *, client_user_id: uuid.UUID,
+                 cooperative_id: uuid.UUID, cooperative_slug: str, body: NewBooking, now: datetime,
+                 idempotency_key: str | None = None) -> Booking:
+    """Quote, pick the worker(s), hold the payment, and offer the booking."""
+    coop, coop_settings = await _cooperative(session, cooperative_id)
+    _validate_slot(body, coop_settings, now)
+    service = await session.get(Service, body.service_id)
+    if service is None or service.cooperative_id != cooperative_id:
+        raise Invalid("No such service in your cooperative", code="unknown_service")
+    if body.worker_id is not None:
+        member = await session.get(Member, body.worker_id)
+        if member is None or member.cooperative_id != cooperative_id:
+            raise Invalid("No such worker in your cooperative", code="unknown_worker")
+    priced = await priced_matches(session, rate_cards, cooperative_id=cooperative_id, service=service,
+                                  starts_at=body.starts_at, duration_minutes=body.duration_minutes, lat=body.lat,
+                                  lon=body.lon, now=now, only_member=body.worker_id)
+    if body.worker_id is not None and not priced:
+        raise Conflict("That worker is not available for this slot and place", code="worker_unavailable")
+    if body.max_price_cents is not None:
+        affordable = [p for p in priced if p.quote.breakdown.price_cents <= body.max_price_cents]
+        if body.worker_id is not None and not affordable:
+            raise Conflict(f"That worker's price ({priced[0].quote.breakdown.price_cents} cents) is above "
+                           f"max_price_cents", code="over_max_price")
+        priced = affordable
+    if not priced:
+        raise Conflict("No worker is available for this slot, place and price", code="no_available_worker")
+    picks = priced[:1] if body.worker_id else priced[:coop_settings.open_booking_candidates]
+    # The hold covers the dearest offer; the capture will be the accepting worker's price (never more).
+    top = max(picks, key=lambda p: p.quote.breakdown.price_cents)
+    booking = Booking(
+        cooperative_id=cooperative_id, client_user_id=client_user_id, service_id=service.id,
+        requested_member_id=body.worker_id, status="pending_payment", starts_at=body.starts_at,
+        ends_at=body.starts_at + timedelta(minutes=body.duration_minutes), duration_minutes=body.duration_minutes,
+        lat=body.lat, lon=body.lon, address=body.address, notes=body.notes, max_price_cents=body.max_price_cents,
+        currency=coop.currency, vat_rate_bps=service.vat_rate_bps,
+        hourly_rate_cents=picks[0].ranked.candidate.hourly_rate_cents if body.worker_id else None,
+        price_cents=top.quote.breakdown.price_cents, breakdown=top.quote.breakdown.to_dict(),
+        price_excl_vat_cents=top.quote.price_excl_vat_cents, fee_schedule_id=uuid.UUID(top.quote.terms["fee_schedule_id"]), quote_terms=top.quote.terms,
+        authorized_cents=top.quote.breakdown.price_cents, payment_provider=gateway.provider,
+        payment_status="authorization_pending", created_at=now, updated_at=now)
+    session.add(booking)
+    await session.flush()
+    _event(session, booking, "pending_payment", Actor(client_user_id, "client"), now,
+           {"direct": body.worker_id is not None, "candidates": len(picks)})
+    await _open_offers(session, booking, picks, coop_settings, now)
+    await session.commit()  # phase 1: the booking exists before the processor hears of it
+
+    auth = await gateway.authorize(AuthorizeRequest(
+        booking_id=str(booking.id), cooperative_slug=cooperative_slug, amount_cents=booking.price_cents,
+        currency=booking.currency, description=f"coopgig booking {booking.id}",
+        idempotency_key=idempotency_key or f"booking:{booking.id}:authorize"))
+    booking.payment_intent_id = auth.payment_intent_id
+    booking.payment_client_secret = auth.client_secret
+    booking.payment_status = "requires_confirmation"
+    if auth.status == "authorized":
+        await mark_authorized(session, booking, now)
+    await session.commit()
+    return booking
+
+
+async def mark_authorized(session: AsyncSession, booking: Booking, now: datetime) -> None:
+    """The funds are held: the offers become visible to the workers."""
+    booking.payment_status = "authorized"
+    if booking.status == "pending_payment":
+        _transition(session, booking, "offered", SYSTEM, now, {"payment": "authorized"})
+        # Offer delays run from when workers can actually see the offer.
+        coop, coop_settings = await _cooperative(session, booking.cooperative_id)
+        expires = min(now + timedelta(minutes=coop_settings.offer_ttl_minutes), booking.starts_at)
+        await session.execute(update(BookingOffer).where(BookingOffer.booking_id == booking.id,
+                                                         BookingOffer.status == "open").values(expires_at=expires))
+        booking.offers_expire_at = expires
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+
+async def visible_booking(session: AsyncSession, *, booking_id: uuid.UUID, user_id: uuid.UUID, role: str,
+                          cooperative_id: uuid.UUID, member_id: uuid.UUID | None, for_update: bool = False,
+                          ) -> Booking:
+    """The booking if the caller may see it: its client, a worker it was offered to or who holds it,
+    or the cooperative's staff and board. Anything else is a 404."""
+    query = select(Booking).where(Booking.id == booking_id, Booking.cooperative_id == cooperative_id)
+    if role == "client":
+        query = query.where(Booking.client_user_id == user_id)
+    elif role == "worker":
+        offered = exists().where(BookingOffer.booking_id == Booking.id, BookingOffer.member_id == member_id)
+        query = query.where(or_(Booking.worker_member_id == member_id, offered))
+    elif role not in ("staff", "board", "admin"):
+        raise NotFound("No such booking", code="booking_not_found")
+    if for_update:
+        query = query.with_for_update()
+    booking = (await session.execute(query)).scalar_one_or_none()
+    if booking is None:
+        raise NotFound("No such booking", code="booking_not_found")
+    return booking
+
+
+async def list_for(session: AsyncSession, *, user_id: uuid.UUID, role: str, cooperative_id: uuid.UUID,
+                   member_id: uuid.UUID | None, status: str | None, limit: int = 100) -> list[Booking]:
+    query = select(Booking).where(Booking.cooperative_id == cooperative_id)
+    if role == "client":
+        query = query.where(Booking.client_user_id == user_id)
+    elif role == "worker":
+        offered = exists().where(BookingOffer.booking_id == Booking.id, BookingOffer.member_id == member_id)
+        query = query.where(or_(Booking.worker_member_id == member_id, offered))
+    if status:
+        query = query.where(Booking.status == status)
+    return list((await session.execute(query.order_by(Booking.starts_at.desc()).limit(limit))).scalars())
+
+
+async def open_offers(session: AsyncSession, *, member_id: uuid.UUID, now: datetime) -> list[tuple[BookingOffer, Booking]]:
+    rows = await session.execute(
+        select(BookingOffer, Booking).join(Booking, Booking.id == BookingOffer.booking_id)
+        .where(BookingOffer.member_id == member_id, BookingOffer.status == "open", BookingOffer.expires_at > now,
+               Booking.status == "offered")
+        .order_by(BookingOffer.expires_at))
+    return list(rows.all())
+
+
+async def events(session: AsyncSession, booking_id: uuid.UUID) -> list[BookingEvent]:
+    return list((await session.execute(select(BookingEvent).where(BookingEvent.booking_id == booking_id)
+                                       .order_by(BookingEvent.seq))).scalars())
+
+
+# ---- worker actions ---------------------------------------------------------------------------
+
+
+async def _offer_for(session: AsyncSession, booking_id: uuid.UUID, member_id: uuid.UUID,
+                     cooperative_id: uuid.UUID) -> BookingOffer:
+    offer = (await session.execute(select(BookingOffer).where(
+        BookingOffer.booking_id == booking_id, BookingOffer.member_id == member_id,
+        BookingOffer.cooperative_id == cooperative_id))).scalar_one_or_none()
+    if offer is None:
+        raise NotFound("No such offer for you", code="offer_not_found")
+    return offer
+
+
+async def accept(session: AsyncSession, *, booking_id: uuid.UUID, actor: Actor, cooperative_id: uuid.UUID,
+                 now: datetime) -> Booking:
+    """First worker to accept wins (conditional update); the database refuses overlapping holds."""
+    offer = await _offer_for(session, booking_id, actor.member_id, cooperative_id)
+    member = await session.get(Member, actor.member_id)
+    if member.suspended or member.stage not in matching.ACTIVE_STAGES:
+        raise Forbidden("Your membership does not allow taking gigs right now", code="member_not_active")
+    booking = await session.get(Booking, booking_id)
+    if booking.status in HOLDING_STATUSES:
+        raise Conflict("Another worker took this booking first", code="already_taken")
+    if booking.status != "offered":
+        raise Conflict(f"This booking is {booking.status}", code="wrong_state")
+    if offer.status != "open":
+        raise Conflict(f"This offer is {offer.status}", code="offer_closed")
+    if offer.expires_at <= now:
+        raise Conflict("This offer has expired", code="offer_expired")
+    if session.get_bind().dialect.name != "postgresql":
+        # SQLite: this unit of work holds the database write lock (BEGIN IMMEDIATE), so this check
+        # and the update below cannot interleave with another acceptance.
+        overlapping = (await session.execute(select(func.count()).select_from(Booking).where(
+            Booking.worker_member_id == actor.member_id, Booking.status.in_(HOLDING_STATUSES),
+            Booking.starts_at < booking.ends_at, Booking.ends_at > booking.starts_at))).scalar_one()
+        if overlapping:
+            raise Conflict("You already hold a booking at that time", code="overlapping_booking")
+    try:
+        won = await session.execute(
+            update(Booking).where(Booking.id == booking_id, Booking.status == "offered")
+            .values(status="accepted", worker_member_id=actor.member_id, hourly_rate_cents=offer.hourly_rate_cents,
+                    price_cents=offer.price_cents,
+                    price_excl_vat_cents=quotes.price_excl_vat(offer.hourly_rate_cents, booking.duration_minutes), breakdown=offer.breakdown, quote_terms=offer.quote_terms,
+                    updated_at=now)
+            .execution_options(synchronize_session=False))
+    except IntegrityError as exc:
+        await session.rollback()
+        if "ex_booking_worker_no_overlap" in str(exc.orig):
+            raise Conflict("You already hold a booking at that time", code="overlapping_booking") from None
+        raise
+    if won.rowcount != 1:
+        await session.rollback()
+        raise Conflict("Another worker took this booking first", code="already_taken")
+    offer.status, offer.responded_at = "accepted", now
+    await session.execute(update(BookingOffer).where(
+        BookingOffer.booking_id == booking_id, BookingOffer.status == "open", BookingOffer.id != offer.id)
+        .values(status="withdrawn"))
+    _event(session, booking, "accepted", actor, now, {"offer_rank": offer.rank, "price_cents": offer.price_cents},
+           from_status="offered")
+    await session.commit()
+    await session.refresh(booking)
+    return booking
+
+
+async def decline(session: AsyncSession, gateway: PaymentGateway, rate_cards, *, booking_id: uuid.UUID,
+                  actor: Actor, cooperative_id: uuid.UUID, now: datetime) -> Booking:
+    offer = await _offer_for(session, booking_id, actor.member_id, cooperative_id)
+    if offer.status != "open":
+        raise Conflict(f"This offer is {offer.status}", code="offer_closed")
+    booking = (await session.execute(select(Booking).where(Booking.id == booking_id).with_for_update())).scalar_one()
+    offer.status, offer.responded_at = "declined", now
+    await session.flush()
+    if booking.status == "offered":
+        still_open = (await session.execute(select(func.count()).select_from(BookingOffer).where(
+            BookingOffer.booking_id == booking_id, BookingOffer.status == "open"))).scalar_one()
+        if not still_open:
+            await _rematch_or_expire(session, gateway, rate_cards, booking, actor, now)
+    await session.commit()
+    await _settle_payment(session, gateway, booking, now)
+    return booking
+
+
+async def _rematch_or_expire(session: AsyncSession, gateway: PaymentGateway, rate_cards, booking: Booking,
+                             actor: Actor, now: datetime) -> None:
+    """Offer the booking to the next best workers not yet asked; with nobody left, it expires.
+
+    A direct booking (the client chose the worker) is never passed to someone else.
+    """
+    asked = set((await session.execute(select(BookingOffer.member_id).where(
+        BookingOffer.booking_id == booking.id))).scalars())
+    coop, coop_settings = await _cooperative(session, booking.cooperative_id)
+    picks: list[PricedCandidate] = []
+    if booking.requested_member_id is None and booking.starts_at > now:
+        service = await session.get(Service, booking.service_id)
+        priced = await priced_matches(session, rate_cards, cooperative_id=booking.cooperative_id, service=service,
+                                      starts_at=booking.starts_at, duration_minutes=booking.duration_minutes,
+                                      lat=booking.lat, lon=booking.lon, now=now, exclude=asked)
+        # Never above what the client's payment holds.
+        picks = [p for p in priced if p.quote.breakdown.price_cents <= booking.authorized_cents]
+        picks = picks[:coop_settings.open_booking_candidates]
+    if picks:
+        top = max(picks, key=lambda p: p.quote.breakdown.price_cents)
+        booking.price_cents, booking.breakdown = top.quote.breakdown.price_cents, top.quote.breakdown.to_dict()
+        booking.price_excl_vat_cents = top.quote.price_excl_vat_cents
+        booking.quote_terms, booking.hourly_rate_cents = top.quote.terms, None
+        booking.worker_member_id = None
+        await _open_offers(session, booking, picks, coop_settings, now)
+        _transition(session, booking, "offered", actor, now, {"rematched": len(picks)}) \
+            if booking.status != "offered" else \
+            _event(session, booking, "offered", actor, now, {"rematched": len(picks)}, from_status="offered")
+    else:
+        _transition(session, booking, "expired", actor, now, {"reason": "no worker left to offer it to"})
+        booking.payment_status = "release_pending"
+
+
+async def _held_booking(session: AsyncSession, booking_id: uuid.UUID, actor: Actor,
+                        cooperative_id: uuid.UUID) -> Booking:
+    """The booking the calling worker holds, row-locked for the transition."""
+    booking = (await session.execute(select(Booking).where(
+        Booking.id == booking_id, Booking.cooperative_id == cooperative_id).with_for_update())).scalar_one_or_none()
+    if booking is None:
+        raise NotFound("No such booking", code="booking_not_found")
+    if booking.worker_member_id != actor.member_id:
+        offered = (await session.execute(select(func.count()).select_from(BookingOffer).where(
+            BookingOffer.booking_id == booking_id, BookingOffer.member_id == actor.member_id))).scalar_one()
+        if not offered:
+            raise NotFound("No such booking", code="booking_not_found")
+        raise Forbidden("Another worker holds this booking", code="not_your_booking")
+    return booking
+
+
+async def start(session: AsyncSession, *, booking_id: uuid.UUID, actor: Actor, cooperative_id: uuid.UUID,
+                now: datetime) -> Booking:
+    booking = await _held_booking(session, booking_id, actor, cooperative_id)
+    if booking.status == "accepted" and now < booking.starts_at - rules.START_WINDOW:
+        raise Conflict("A booking can be started from 24 hours before its start time", code="too_early")
+    _transition(session, booking, "in_progress", actor, now)
+    await session.commit()
+    return booking
+
+
+async def complete(session: AsyncSession, gateway: PaymentGateway, *, booking_id: uuid.UUID, actor: Actor,
+                   cooperative_id: uuid.UUID, actual_minutes: int, now: datetime) -> Booking:
+    """Close the gig and charge for the time actually worked (never more than booked)."""
+    booking = await _held_booking(session, booking_id, actor, cooperative_id)
+    if not 1 <= actual_minutes <= booking.duration_minutes:
+        raise Invalid(f"actual_minutes must be between 1 and the booked {booking.duration_minutes}",
+                      code="invalid_actual_minutes")
+    _transition(session, booking, "completed", actor, now, {"actual_minutes": actual_minutes})
+    excl = quotes.price_excl_vat(booking.hourly_rate_cents, actual_minutes)
+    final = quotes.requote(booking.quote_terms, price_excl_vat_cents=excl)
+    booking.actual_minutes = actual_minutes
+    booking.final_price_cents = final.price_cents
+    booking.price_cents, booking.breakdown = final.price_cents, final.to_dict()
+    booking.price_excl_vat_cents = excl
+    booking.payment_status = "capture_pending"
+    await session.commit()  # phase 1
+    await _settle_payment(session, gateway, booking, now)
+    return booking
+
+
+async def cancel(session: AsyncSession, gateway: PaymentGateway, rate_cards, *, booking_id: uuid.UUID, actor: Actor,
+                 cooperative_id: uuid.UUID, reason: str, now: datetime) -> Booking:
+    """Client: free before the notice (or before anyone accepted), else a fee for the worker.
+    Worker: gives the booking back to matching."""
+    if actor.role == "worker":
+        booking = await _held_booking(session, booking_id, actor, cooperative_id)
+        if booking.status != "accepted":
+            raise Conflict(f"A {booking.status} booking cannot be given back", code="wrong_state")
+        await session.execute(update(BookingOffer).where(BookingOffer.booking_id == booking.id,
+                                                         BookingOffer.member_id == actor.member_id)
+                              .values(status="withdrawn", responded_at=now))
+        _event(session, booking, "accepted", actor, now, {"withdrawn_by_worker": True, "reason": reason},
+               from_status="accepted")
+        await _rematch_or_expire(session, gateway, rate_cards, booking, actor, now)
+        booking.cancel_reason = reason
+        await session.commit()
+        await _settle_payment(session, gateway, booking, now)
+        return booking
+    booking = (await session.execute(select(Booking).where(
+        Booking.id == booking_id, Booking.cooperative_id == cooperative_id,
+        Booking.client_user_id == actor.user_id).with_for_update())).scalar_one_or_none()
+    if booking is None:
+        raise NotFound("No such booking", code="booking_not_found")
+    coop, coop_settings = await _cooperative(session, cooperative_id)
+    if booking.status not in ("pending_payment", "offered", "accepted"):
+        raise Conflict(f"A {booking.status} booking cannot be cancelled", code="wrong_state")
+    terms = booking.quote_terms
+    outcome = rules.client_cancellation(
+        status=booking.status, starts_at=booking.starts_at, now=now,
+        price_excl_vat_cents=quotes.price_excl_vat(terms["hourly_rate_cents"], booking.duration_minutes),
+        notice_hours=coop_settings.free_cancellation_notice_hours,
+        fee_bps=coop_settings.late_cancellation_fee_bps)
+    data = {"reason": reason, "policy": outcome.reason, "fee_price_excl_vat_cents": outcome.fee_price_excl_vat_cents}
+    _transition(session, booking, "cancelled", actor, now, data)
+    booking.cancelled_by, booking.cancel_reason = "client", reason
+    await session.execute(update(BookingOffer).where(BookingOffer.booking_id == booking.id,
+                                                     BookingOffer.status == "open").values(status="withdrawn"))
+    if outcome.fee_price_excl_vat_cents > 0:
+        fee = quotes.requote(terms, price_excl_vat_cents=outcome.fee_price_excl_vat_cents)
+        booking.final_price_cents = fee.price_cents
+        booking.price_cents, booking.breakdown = fee.price_cents, fee.to_dict()
+        booking.price_excl_vat_cents = outcome.fee_price_excl_vat_cents
+        booking.payment_status = "capture_pending"
+    elif booking.payment_intent_id:
+        booking.payment_status = "release_pending"
+    else:
+        booking.payment_status = "none"
+    await session.commit()
+    await _settle_payment(session, gateway, booking, now)
+    return booking
+
+
+# ---- payments ---------------------------------------------------------------------------------
+
+
+async def _settle_payment(session: AsyncSession, gateway: PaymentGateway, booking: Booking, now: datetime) -> None:
+    """Phase 2 and 3: tell the processor what phase 1 decided, then record its answer."""
+    if booking.payment_status not in ("capture_pending", "release_pending") or not booking.payment_intent_id:
+        return
+    try:
+        if booking.payment_status == "release_pending":
+            await gateway.release(payment_intent_id=booking.payment_intent_id,
+                                  idempotency_key=f"booking:{booking.id}:release")
+            booking.payment_status = "released"
+        else:
+            result = await gateway.capture(payment_intent_id=booking.payment_intent_id,
+                                           amount_cents=booking.final_price_cents,
+                                           idempotency_key=f"booking:{booking.id}:capture")
+            booking.payment_status = "capture_requested"
+            if result.settled:
+                await record_capture(session, booking, processing_fee_cents=result.processing_fee_cents, now=now)
+    except AppError:
+        raise
+    except Exception:  # the processor is unreachable: the pending status is retried later
+        log.exception("payment step failed; will retry", extra={"booking_id": str(booking.id)})
+        await session.rollback()
+        return
+    await session.commit()
+
+
+async def record_capture(session: AsyncSession, booking: Booking, *, processing_fee_cents: int | None,
+                         now: datetime) -> bool:
+    """Post a captured payment to the ledger (once: the references are per payment intent)."""
+    breakdown = breakdown_of(booking)
+    fee = breakdown.processing_fee_cents if processing_fee_cents is None else processing_fee_cents
+    created = False
+    for posting in ledger_rules.capture_postings(
+            payment_intent_id=booking.payment_intent_id, member_id=str(booking.worker_member_id),
+            breakdown=breakdown, processing_fee_cents=fee, payer=breakdown.processing_fee_payer,
+            currency=booking.currency):
+        created |= (await ledger.post(session, cooperative_id=booking.cooperative_id, posting=posting,
+                                      occurred_at=now)).created
+    booking.payment_status = "captured"
+    return created
+
+
+def breakdown_of(booking: Booking) -> Breakdown:
+    """The booking's current breakdown recomputed from its frozen terms, with the internal figures
+    (member budget, processing fee) the ledger needs."""
+    return quotes.requote(booking.quote_terms, price_excl_vat_cents=booking.price_excl_vat_cents)
+
+
+async def expire_due(session: AsyncSession, gateway: PaymentGateway, rate_cards, *, now: datetime) -> int:
+    """Close offers past their delay; re-match or expire bookings left without an open offer."""
+    await session.execute(update(BookingOffer).where(BookingOffer.status == "open", BookingOffer.expires_at <= now)
+                          .values(status="expired"))
+    stale = list((await session.execute(select(Booking).where(
+        or_(and_(Booking.status == "offered",
+                 ~exists().where(BookingOffer.booking_id == Booking.id, BookingOffer.status == "open")),
+            and_(Booking.status == "pending_payment", Booking.starts_at <= now)))
+        .with_for_update(skip_locked=True))).scalars())
+    for booking in stale:
+        if booking.status == "pending_payment":
+            _transition(session, booking, "expired", SYSTEM, now, {"reason": "payment never authorized"})
+            booking.payment_status = "release_pending" if booking.payment_intent_id else "none"
+        else:
+            await _rematch_or_expire(session, gateway, rate_cards, booking, SYSTEM, now)
+    await session.commit()
+    for booking in stale:
+        await _settle_payment(session, gateway, booking, now)
+    return len(stale)
+
+
+async def retry_pending_payments(session: AsyncSession, gateway: PaymentGateway, *, now: datetime) -> int:
+    """Finish payment steps a crash or an outage left pending (idempotent at the processor)."""
+    pending = list((await session.execute(select(Booking).where(
+        Booking.payment_status.in_(("capture_pending", "release_pending"))))).scalars())
+    for booking in pending:
+        await _settle_payment(session, gateway, booking, now)
+    return len(pending)

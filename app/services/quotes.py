@@ -1,0 +1,125 @@
+"""Quotes: the price of a member's time and where each euro of it goes, at the schedule in force.
+
+A quote never runs a payroll simulation: it reads the period's rate card (built once per process
+from the OpenFisca engine, app/payouts/rate_card.py) and the pure split of app/domain/fees.py.
+The terms a quote used are frozen with the booking (`quote_terms`) so that a shorter actual
+duration or a cancellation fee is split with exactly the same rules later.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain import fees
+from app.models import Cooperative
+from app.models.coop_settings import CooperativeSettings
+from app.payouts.engine import EmploymentSettings
+from app.services import fee_schedules
+
+
+def employment_settings(coop_settings: CooperativeSettings) -> EmploymentSettings:
+    return EmploymentSettings(headcount=coop_settings.headcount,
+                              work_accident_rate_bps=coop_settings.work_accident_rate_bps,
+                              transport_levy_rate_bps=coop_settings.transport_levy_rate_bps,
+                              category=coop_settings.salary_category,
+                              health_cover_monthly_cents=coop_settings.health_cover_monthly_cents)
+
+
+def period_of(at: datetime) -> str:
+    return f"{at.year:04d}-{at.month:02d}"
+
+
+def price_excl_vat(hourly_rate_cents: int, minutes: int) -> int:
+    """Rate × time, rounded half-up to the cent (integers only)."""
+    return (hourly_rate_cents * minutes * 2 + 60) // 120
+
+
+@dataclass(frozen=True)
+class QuoteContext:
+    """Everything a quote at one instant depends on, loaded once per request."""
+
+    schedule_id: uuid.UUID
+    schedule: fees.FeeSchedule
+    rate_card: fees.RateCard
+    currency: str
+    default_expected_gross_cents: int
+
+    def rates(self, expected_monthly_gross_cents: int | None) -> fees.SalaryRates:
+        return self.rate_card.rates_at(expected_monthly_gross_cents or self.default_expected_gross_cents)
+
+
+@dataclass(frozen=True)
+class Quote:
+    price_excl_vat_cents: int
+    breakdown: fees.Breakdown
+    terms: dict[str, Any]
+
+
+async def context(session: AsyncSession, rate_cards, *, cooperative: Cooperative, coop_settings: CooperativeSettings,
+                  at: datetime, period: str) -> QuoteContext:
+    """Load the schedule in force at `at` and the salary rate card of `period`."""
+    version = await fee_schedules.in_force(session, cooperative_id=cooperative.id, at=at)
+    card = await rate_cards.get(period, employment_settings(coop_settings))
+    return QuoteContext(version.id, fee_schedules.to_domain(version), card, cooperative.currency,
+                        coop_settings.default_expected_monthly_gross_cents)
+
+
+def quote(ctx: QuoteContext, *, hourly_rate_cents: int, minutes: int, vat_rate_bps: int,
+          expected_monthly_gross_cents: int | None = None, yearly_turnover_before_cents: int = 0) -> Quote:
+    excl = price_excl_vat(hourly_rate_cents, minutes)
+    rates = ctx.rates(expected_monthly_gross_cents)
+    breakdown = fees.quote_breakdown(price_excl_vat_cents=excl, vat_rate_bps=vat_rate_bps, schedule=ctx.schedule,
+                                     rates=rates, currency=ctx.currency,
+                                     yearly_turnover_before_cents=yearly_turnover_before_cents)
+    terms = {
+        "fee_schedule_id": str(ctx.schedule_id),
+        "schedule": {
+            "contribution_rate_bps": ctx.schedule.contribution_rate_bps,
+            "contribution_tiers": [[t.above_yearly_turnover_cents, t.rate_bps] for t in ctx.schedule.contribution_tiers],
+            "processing_fee_payer": ctx.schedule.processing_fee_payer,
+            "processing_fee_bps": ctx.schedule.processing_fee_bps,
+            "processing_fee_fixed_cents": ctx.schedule.processing_fee_fixed_cents,
+            "min_fixed_monthly_gross_cents": ctx.schedule.min_fixed_monthly_gross_cents,
+        },
+        "rates": {"gross_per_cost": str(rates.gross_per_cost), "net_per_gross": str(rates.net_per_gross)},
+        "rate_card_period": ctx.rate_card.period,
+        "vat_rate_bps": vat_rate_bps,
+        "hourly_rate_cents": hourly_rate_cents,
+        "yearly_turnover_before_cents": yearly_turnover_before_cents,
+        "currency": ctx.currency,
+    }
+    return Quote(excl, breakdown, terms)
+
+
+def schedule_from_terms(terms: dict[str, Any]) -> fees.FeeSchedule:
+    s = terms["schedule"]
+    return fees.FeeSchedule(
+        contribution_rate_bps=s["contribution_rate_bps"],
+        contribution_tiers=tuple(fees.ContributionTier(a, r) for a, r in s["contribution_tiers"]),
+        processing_fee_payer=s["processing_fee_payer"], processing_fee_bps=s["processing_fee_bps"],
+        processing_fee_fixed_cents=s["processing_fee_fixed_cents"],
+        min_fixed_monthly_gross_cents=s["min_fixed_monthly_gross_cents"])
+
+
+def requote(terms: dict[str, Any], *, price_excl_vat_cents: int) -> fees.Breakdown:
+    """Split another amount (a shorter duration, a cancellation fee) with a booking's frozen terms."""
+    rates = fees.SalaryRates(Decimal(terms["rates"]["gross_per_cost"]), Decimal(terms["rates"]["net_per_gross"]))
+    return fees.quote_breakdown(price_excl_vat_cents=price_excl_vat_cents, vat_rate_bps=terms["vat_rate_bps"],
+                                schedule=schedule_from_terms(terms), rates=rates, currency=terms["currency"],
+                                yearly_turnover_before_cents=terms["yearly_turnover_before_cents"])
+
+
+def fair_pay_floor(ctx: QuoteContext, *, vat_rate_bps: int) -> int:
+    """The lowest hourly rate excl. VAT whose net pays the legal minimum net hourly wage.
+
+    The split is taken at the salary level of a full-time minimum wage (the rate card's first grid
+    point, the SMIC): the floor is about someone living on such gigs.
+    """
+    return fees.fair_pay_floor_hourly_cents(vat_rate_bps=vat_rate_bps, schedule=ctx.schedule,
+                                            rates=ctx.rate_card.rates_at(ctx.rate_card.gross_cents[0]),
+                                            min_net_hourly_cents=ctx.rate_card.min_net_hourly_cents)

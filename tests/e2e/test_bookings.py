@@ -1,0 +1,326 @@
+"""The booking lifecycle through the HTTP API: match, book, offer, accept, start, complete, cancel,
+expire, with the payment steps behind the port (demo gateway here) and the ledger at the end."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from app.domain import ledger as ledger_rules
+from app.services import bookings, ledger, tenancy
+from tests.factories import make_user
+from tests.market import Clock, add_worker, booking_body, make_market, next_day_at, set_coop_settings
+
+
+@pytest.fixture
+def clock(app):
+    app.state.clock = Clock()
+    return app.state.clock
+
+
+def _sum_lines(breakdown: dict) -> int:
+    return sum(line["amount_cents"] for line in breakdown["lines"])
+
+
+async def _member_balance(db, slug: str, member_id: str) -> int:
+    async with db.sessionmaker() as s:
+        coop = await tenancy.cooperative_by_slug(s, slug)
+        return -await ledger.account_balance(s, cooperative_id=coop.id, code=ledger_rules.member_activity(member_id))
+
+
+async def test_matches_are_ranked_priced_and_explained(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=3)
+    resp = await client.get("/matches", headers=market.client.headers, params={
+        "service_id": market.service_id, "starts_at": next_day_at(10).isoformat(), "duration_minutes": 180,
+        "lat": 45.7640, "lon": 4.8357})
+    assert resp.status_code == 200, resp.text
+    matches = resp.json()
+    assert [m["worker_id"] for m in matches] == [w.member_id for w in market.workers]  # nearest first here
+    for m in matches:
+        assert _sum_lines(m["breakdown"]) == m["price_cents"] == m["breakdown"]["price_cents"]
+        assert m["why"]["distance_km"] == pytest.approx(m["distance_km"], abs=0.01)
+        assert set(m["why"]) >= {"distance_term", "rating_term", "fair_share_term", "weights", "score"}
+    # 30.00 €/h × 3 h = 90.00 € excl. VAT + 20% VAT
+    assert matches[0]["price_cents"] == 10800
+
+
+async def test_matching_excludes_ineligible_workers(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=1)
+    far = await add_worker(client, db, settings, market, offset_km=40.0, radius_km=10.0)
+    not_free = await add_worker(client, db, settings, market, windows=[(next_day_at(14), next_day_at(18))])
+    suspended = await add_worker(client, db, settings, market)
+    from tests.market import place_worker
+    await place_worker(db, suspended.member_id, lat=45.7640, lon=4.8357, suspended=True)
+    other = await make_market(client, db, settings, workers=1)  # another cooperative, same city
+    resp = await client.get("/matches", headers=market.client.headers, params={
+        "service_id": market.service_id, "starts_at": next_day_at(10).isoformat(), "duration_minutes": 120,
+        "lat": 45.7640, "lon": 4.8357})
+    ids = {m["worker_id"] for m in resp.json()}
+    assert ids == {market.workers[0].member_id}
+    assert not ids & {far.member_id, not_free.member_id, suspended.member_id, other.workers[0].member_id}
+    resp = await client.get("/matches", headers=market.client.headers, params={
+        "service_id": other.service_id, "starts_at": next_day_at(10).isoformat(), "duration_minutes": 120,
+        "lat": 45.7640, "lon": 4.8357})
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "unknown_service"
+
+
+async def test_fair_share_ranks_the_member_with_less_work_first(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=2)
+    busy, idle = market.workers
+    await set_coop_settings(db, market.slug, matching_weight_distance=0, matching_weight_rating=0,
+                            matching_weight_fair_share=100)
+    # busy works an 8-hour gig earlier that day (same month, different hours)
+    morning = await client.post("/bookings", headers=market.client.headers,
+                                json=booking_body(market, starts_at=next_day_at(0, 3), minutes=480,
+                                                  worker_id=busy.member_id))
+    assert morning.status_code == 201, morning.text
+    assert (await client.post(f"/bookings/{morning.json()['id']}/accept", headers=busy.headers)).status_code == 200
+    resp = await client.get("/matches", headers=market.client.headers, params={
+        "service_id": market.service_id, "starts_at": next_day_at(10, 3).isoformat(), "duration_minutes": 60,
+        "lat": 45.7640, "lon": 4.8357})
+    matches = resp.json()
+    if next_day_at(0, 3).month == next_day_at(10, 3).month:
+        assert [m["worker_id"] for m in matches] == [idle.member_id, busy.member_id]
+        assert matches[1]["why"]["booked_hours_this_month"] == 8.0
+        assert matches[0]["why"]["fair_share_term"] > matches[1]["why"]["fair_share_term"]
+
+
+async def test_direct_booking_full_lifecycle_posts_the_quoted_split_to_the_ledger(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=2)
+    worker = market.workers[1]
+    resp = await client.post("/bookings", headers=market.client.headers,
+                             json=booking_body(market, worker_id=worker.member_id))
+    assert resp.status_code == 201, resp.text
+    booking = resp.json()
+    assert booking["status"] == "offered" and booking["payment"]["provider"] == "demo"
+    assert booking["price_cents"] == _sum_lines(booking["breakdown"]) == 11160  # 31 €/h × 3 h + 20% VAT
+    offers = (await client.get("/offers", headers=worker.headers)).json()
+    assert [o["booking_id"] for o in offers] == [booking["id"]] and offers[0]["why"]["score"] > 0
+    assert (await client.get("/offers", headers=market.workers[0].headers)).json() == []
+
+    accepted = await client.post(f"/bookings/{booking['id']}/accept", headers=worker.headers)
+    assert accepted.status_code == 200 and accepted.json()["status"] == "accepted"
+    assert accepted.json()["address"] == "1 place Bellecour, Lyon"
+    early = await client.post(f"/bookings/{booking['id']}/start", headers=worker.headers)
+    assert early.status_code == 409 and early.json()["error"]["code"] == "too_early"
+    clock.advance(timedelta(days=1, hours=12))
+    assert (await client.post(f"/bookings/{booking['id']}/start", headers=worker.headers)).json()["status"] == "in_progress"
+    too_long = await client.post(f"/bookings/{booking['id']}/complete", json={"actual_minutes": 181},
+                                 headers=worker.headers)
+    assert too_long.status_code == 422
+    done = await client.post(f"/bookings/{booking['id']}/complete", json={"actual_minutes": 150},
+                             headers=worker.headers)
+    assert done.status_code == 200, done.text
+    final = done.json()
+    # 31 €/h × 2.5 h = 77.50 € + 15.50 € VAT: never more than booked
+    assert final["status"] == "completed" and final["final_price_cents"] == final["price_cents"] == 9300
+    assert _sum_lines(final["breakdown"]) == 9300 and final["payment"]["status"] == "captured"
+    lines = {line["code"]: line["amount_cents"] for line in final["breakdown"]["lines"]}
+    budget = lines["employer_contributions"] + lines["employee_contributions"] + lines["net_salary"]
+    assert await _member_balance(db, market.slug, worker.member_id) == budget
+    detail = (await client.get(f"/bookings/{booking['id']}", headers=market.client.headers)).json()
+    assert [e["to_status"] for e in detail["events"]] == ["pending_payment", "offered", "accepted", "in_progress",
+                                                          "completed"]
+    assert detail["events"][2]["actor_role"] == "worker"
+
+
+async def test_open_booking_first_acceptance_wins_and_closes_other_offers(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=3)
+    resp = await client.post("/bookings", headers=market.client.headers, json=booking_body(market))
+    assert resp.status_code == 201
+    booking = resp.json()
+    # the hold covers the dearest offer (32 €/h)
+    assert booking["price_cents"] == 11520
+    for w in market.workers:
+        assert [o["booking_id"] for o in (await client.get("/offers", headers=w.headers)).json()] == [booking["id"]]
+    second = market.workers[1]
+    won = await client.post(f"/bookings/{booking['id']}/accept", headers=second.headers)
+    assert won.status_code == 200 and won.json()["worker_id"] == second.member_id
+    assert won.json()["price_cents"] == 11160  # the accepting worker's own rate
+    lost = await client.post(f"/bookings/{booking['id']}/accept", headers=market.workers[0].headers)
+    assert lost.status_code == 409 and lost.json()["error"]["code"] == "already_taken"
+    assert (await client.get("/offers", headers=market.workers[2].headers)).json() == []
+
+
+async def test_max_price_limits_who_is_offered(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=3)
+    resp = await client.post("/bookings", headers=market.client.headers, json=booking_body(market, max_price_cents=11000))
+    assert resp.status_code == 201
+    assert [len((await client.get("/offers", headers=w.headers)).json()) for w in market.workers] == [1, 0, 0]
+    resp = await client.post("/bookings", headers=market.client.headers,
+                             json=booking_body(market, max_price_cents=100, starts_at=next_day_at(15)))
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "no_available_worker"
+
+
+async def test_offers_expire_and_an_open_booking_without_taker_expires(client, db, settings, app, clock):
+    market = await make_market(client, db, settings, workers=1)
+    booking = (await client.post("/bookings", headers=market.client.headers, json=booking_body(market))).json()
+    clock.advance(timedelta(minutes=31))
+    late = await client.post(f"/bookings/{booking['id']}/accept", headers=market.workers[0].headers)
+    assert late.status_code == 409 and late.json()["error"]["code"] == "offer_expired"
+    assert (await client.get("/offers", headers=market.workers[0].headers)).json() == []
+    async with db.sessionmaker() as s:
+        assert await bookings.expire_due(s, app.state.gateway, app.state.rate_cards, now=clock()) == 1
+    after = (await client.get(f"/bookings/{booking['id']}", headers=market.client.headers)).json()
+    assert after["status"] == "expired" and after["payment"]["status"] == "released"
+
+
+async def _same_rate_market(client, db, settings):
+    """Two workers at one rate, offers one at a time: the payment hold covers either of them."""
+    market = await make_market(client, db, settings, workers=0)
+    await set_coop_settings(db, market.slug, open_booking_candidates=1)
+    for km in (1.0, 2.0):
+        await add_worker(client, db, settings, market, rate=3000, offset_km=km)
+    return market
+
+
+async def test_a_pricier_worker_is_not_offered_more_than_the_payment_holds(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=2)  # 30 €/h then 31 €/h
+    await set_coop_settings(db, market.slug, open_booking_candidates=1)
+    first, second = market.workers
+    booking = (await client.post("/bookings", headers=market.client.headers, json=booking_body(market))).json()
+    declined = await client.post(f"/bookings/{booking['id']}/decline", headers=first.headers)
+    assert declined.json()["status"] == "expired" and declined.json()["payment"]["status"] == "released"
+    assert (await client.get("/offers", headers=second.headers)).json() == []
+
+
+async def test_decline_passes_the_booking_on_and_a_declined_direct_booking_expires(client, db, settings, clock):
+    market = await _same_rate_market(client, db, settings)
+    first, second = market.workers
+    booking = (await client.post("/bookings", headers=market.client.headers, json=booking_body(market))).json()
+    assert (await client.post(f"/bookings/{booking['id']}/decline", headers=first.headers)).status_code == 200
+    offers = (await client.get("/offers", headers=second.headers)).json()
+    assert [o["booking_id"] for o in offers] == [booking["id"]]
+    direct = (await client.post("/bookings", headers=market.client.headers,
+                                json=booking_body(market, worker_id=first.member_id, starts_at=next_day_at(15)))).json()
+    declined = await client.post(f"/bookings/{direct['id']}/decline", headers=first.headers)
+    assert declined.json()["status"] == "expired"
+    again = await client.post(f"/bookings/{direct['id']}/decline", headers=first.headers)
+    assert again.status_code == 409
+
+
+async def test_client_cancellation_is_free_early_and_pays_the_worker_late(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=1)
+    worker = market.workers[0]
+    early = (await client.post("/bookings", headers=market.client.headers, json=booking_body(market))).json()
+    await client.post(f"/bookings/{early['id']}/accept", headers=worker.headers)
+    resp = await client.post(f"/bookings/{early['id']}/cancel", json={"reason": "plans changed"},
+                             headers=market.client.headers)
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["status"] == "cancelled" and body["final_price_cents"] is None
+    assert body["payment"]["status"] == "released" and body["cancelled_by"] == "client"
+
+    late = (await client.post("/bookings", headers=market.client.headers,
+                              json=booking_body(market, starts_at=next_day_at(15)))).json()
+    await client.post(f"/bookings/{late['id']}/accept", headers=worker.headers)
+    clock.advance(timedelta(days=1, hours=10))  # inside the 24 h notice
+    resp = await client.post(f"/bookings/{late['id']}/cancel", json={"reason": "sick"}, headers=market.client.headers)
+    body = resp.json()
+    # half of 30 €/h × 3 h = 45.00 € + VAT goes to the worker as turnover
+    assert body["status"] == "cancelled" and body["final_price_cents"] == 5400 == _sum_lines(body["breakdown"])
+    lines = {line["code"]: line["amount_cents"] for line in body["breakdown"]["lines"]}
+    assert await _member_balance(db, market.slug, worker.member_id) == (
+        lines["employer_contributions"] + lines["employee_contributions"] + lines["net_salary"])
+    twice = await client.post(f"/bookings/{late['id']}/cancel", json={"reason": "again"}, headers=market.client.headers)
+    assert twice.status_code == 409
+
+
+async def test_a_worker_giving_a_booking_back_sends_it_to_others(client, db, settings, clock):
+    market = await _same_rate_market(client, db, settings)
+    first, second = market.workers
+    booking = (await client.post("/bookings", headers=market.client.headers, json=booking_body(market))).json()
+    await client.post(f"/bookings/{booking['id']}/accept", headers=first.headers)
+    resp = await client.post(f"/bookings/{booking['id']}/cancel", json={"reason": "bike broke"}, headers=first.headers)
+    assert resp.status_code == 200
+    assert (await client.get(f"/bookings/{booking['id']}", headers=market.client.headers)).json()["status"] == "offered"
+    assert [o["booking_id"] for o in (await client.get("/offers", headers=second.headers)).json()] == [booking["id"]]
+    assert (await client.get("/offers", headers=first.headers)).json() == []
+    assert (await client.post(f"/bookings/{booking['id']}/accept", headers=second.headers)).status_code == 200
+
+
+async def test_authorization_and_tenancy_of_bookings(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=2)
+    other = await make_market(client, db, settings, workers=1)
+    booking = (await client.post("/bookings", headers=market.client.headers,
+                                 json=booking_body(market, worker_id=market.workers[0].member_id))).json()
+    stranger = await make_user(client, db, settings, cooperative=market.slug, role="client")
+    for headers in (stranger.headers, other.client.headers, other.workers[0].headers, market.workers[1].headers):
+        resp = await client.get(f"/bookings/{booking['id']}", headers=headers)
+        assert resp.status_code == 404 and resp.json()["error"]["code"] == "booking_not_found"
+    resp = await client.post(f"/bookings/{booking['id']}/accept", headers=market.workers[1].headers)
+    assert resp.status_code == 404
+    resp = await client.post(f"/bookings/{booking['id']}/accept", headers=other.workers[0].headers)
+    assert resp.status_code == 404
+    resp = await client.post(f"/bookings/{booking['id']}/accept", headers=market.client.headers)
+    assert resp.status_code == 403
+    assert (await client.get("/offers", headers=other.workers[0].headers)).json() == []
+    resp = await client.post("/bookings", headers=market.workers[0].headers, json=booking_body(market))
+    assert resp.status_code == 403
+    resp = await client.post("/bookings", headers=market.client.headers,
+                             json=booking_body(market, worker_id=other.workers[0].member_id))
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "unknown_worker"
+    assert (await client.get(f"/bookings/{uuid.uuid4()}", headers=market.client.headers)).status_code == 404
+    resp = await client.get("/bookings", headers=market.workers[0].headers)
+    assert [b["id"] for b in resp.json()] == [booking["id"]] and resp.json()[0]["address"] is None
+    assert resp.json()[0]["payment"]["client_secret"] is None
+
+
+async def test_bad_booking_input_is_a_clear_4xx(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=1)
+    past = booking_body(market, starts_at=next_day_at(10, -1))
+    resp = await client.post("/bookings", headers=market.client.headers, json=past)
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "too_soon"
+    resp = await client.post("/bookings", headers=market.client.headers, json={**booking_body(market),
+                                                                              "duration_minutes": 5})
+    assert resp.status_code == 422
+    naive = {**booking_body(market), "starts_at": "2030-01-01T10:00:00"}
+    assert (await client.post("/bookings", headers=market.client.headers, json=naive)).status_code == 422
+    resp = await client.post("/bookings", headers=market.client.headers,
+                             json={**booking_body(market), "service_id": str(uuid.uuid4())})
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "unknown_service"
+
+
+async def test_offerings_below_the_fair_pay_floor_are_refused(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=1)
+    worker = market.workers[0]
+    offered = (await client.get("/members/me/offerings", headers=worker.headers)).json()
+    floor = offered[0]["fair_pay_floor_cents"]
+    assert 1200 < floor < 2500  # net SMIC ≈ 9.5 €/h after VAT, processing, contribution, contributions
+    resp = await client.put("/members/me/offerings", headers=worker.headers,
+                            json=[{"service_id": market.service_id, "hourly_rate_cents": floor - 1}])
+    assert resp.status_code == 422
+    error = resp.json()["error"]
+    assert error["code"] == "below_fair_pay_floor" and str(floor) in error["message"]
+    resp = await client.put("/members/me/offerings", headers=worker.headers,
+                            json=[{"service_id": market.service_id, "hourly_rate_cents": floor}])
+    assert resp.status_code == 200 and resp.json()[0]["hourly_rate_cents"] == floor
+
+
+@pytest.mark.postgres
+async def test_twenty_workers_racing_for_one_booking_exactly_one_wins(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=0)
+    await set_coop_settings(db, market.slug, open_booking_candidates=20)
+    for i in range(20):
+        await add_worker(client, db, settings, market, rate=3000, offset_km=0.5 + i * 0.1)
+    booking = (await client.post("/bookings", headers=market.client.headers, json=booking_body(market))).json()
+    results = await asyncio.gather(*(client.post(f"/bookings/{booking['id']}/accept", headers=w.headers)
+                                     for w in market.workers))
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200] + [409] * 19
+    assert {r.json()["error"]["code"] for r in results if r.status_code == 409} == {"already_taken"}
+
+
+@pytest.mark.postgres
+async def test_one_worker_accepting_two_overlapping_bookings_at_once_gets_one(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=1)
+    worker = market.workers[0]
+    a = (await client.post("/bookings", headers=market.client.headers,
+                           json=booking_body(market, worker_id=worker.member_id))).json()
+    b = (await client.post("/bookings", headers=market.client.headers,
+                           json=booking_body(market, worker_id=worker.member_id, starts_at=next_day_at(11)))).json()
+    results = await asyncio.gather(*(client.post(f"/bookings/{x['id']}/accept", headers=worker.headers) for x in (a, b)))
+    assert sorted(r.status_code for r in results) == [200, 409]
+    assert [r.json()["error"]["code"] for r in results if r.status_code == 409] == ["overlapping_booking"]
