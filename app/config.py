@@ -19,7 +19,9 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "development"
     database_url: str = "sqlite+aiosqlite:///./coopgig.db"
-    db_pool_size: int = 10
+    # Per process. Connections past pool_size are closed when returned, so size the pool for the
+    # usual concurrency (bench/: 16 requests in flight per worker) and keep the overflow for bursts.
+    db_pool_size: int = 20
     db_max_overflow: int = 10
 
     jwt_secret: str = DEV_JWT_SECRET

@@ -24,11 +24,11 @@ from app.payments.port import PaymentGateway
 from app.security import decode_access_token
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return request.app.state.db
 
 
@@ -37,20 +37,20 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_clock(request: Request) -> Callable[[], datetime]:
+async def get_clock(request: Request) -> Callable[[], datetime]:
     return request.app.state.clock
 
 
-def get_now(request: Request) -> datetime:
+async def get_now(request: Request) -> datetime:
     """The current instant, from the app's clock (tests move it to check expiry and policies)."""
     return request.app.state.clock()
 
 
-def get_gateway(request: Request) -> PaymentGateway:
+async def get_gateway(request: Request) -> PaymentGateway:
     return request.app.state.gateway
 
 
-def get_rate_cards(request: Request):
+async def get_rate_cards(request: Request):
     return request.app.state.rate_cards
 
 
@@ -90,20 +90,21 @@ async def get_current_user(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
     claims = decode_access_token(credentials.credentials, settings)
+    # Only the columns a request needs (never the password hash), in one round trip.
     row = (await session.execute(
-        select(User, Cooperative.slug, Member.id, Member.stage)
+        select(User.id, User.email, User.display_name, User.role, User.cooperative_id, User.is_active,
+               Cooperative.slug, Member.id, Member.stage)
         .join(Cooperative, Cooperative.id == User.cooperative_id)
         .outerjoin(Member, Member.user_id == User.id)
         .where(User.id == claims.user_id)
     )).first()
     if row is None:
         raise Unauthorized("The access token is invalid", code="invalid_token")
-    user, slug, member_id, stage = row
+    user_id, email, display_name, role, cooperative_id, is_active, slug, member_id, stage = row
     # A token is only as good as the account behind it: deactivation or a role change takes effect now.
-    if not user.is_active or user.cooperative_id != claims.cooperative_id or user.role != claims.role:
+    if not is_active or cooperative_id != claims.cooperative_id or role != claims.role:
         raise Unauthorized("The access token is no longer valid", code="invalid_token")
-    return Principal(user.id, user.email, user.display_name, user.role, user.cooperative_id, slug,
-                     member_id, stage)
+    return Principal(user_id, email, display_name, role, cooperative_id, slug, member_id, stage)
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]

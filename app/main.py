@@ -9,11 +9,12 @@ from fastapi import FastAPI
 from app.config import Settings, get_settings
 from app.db import Database, utcnow
 from app.payments.factory import make_gateway
+from app.payouts.openfisca_engine import get_engine
 from app.payouts.rate_card import RateCardCache
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
-from app.routers import audit, auth, bookings, catalog, cooperatives, members, offerings, ops, reviews
+from app.routers import audit, auth, bookings, catalog, cooperatives, members, offerings, ops, payments, reviews
 
 API_PREFIX = "/api/v1"
 
@@ -24,6 +25,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Load OpenFisca now (seconds, off the event loop) rather than on the first quote.
+        await get_engine()
         yield
         if database is None:  # an injected database belongs to the caller (tests)
             await db.dispose()
@@ -39,7 +42,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(ops.router)
     for router in (auth.router, catalog.router, cooperatives.router, audit.router, members.router,
-                   offerings.router, bookings.router, reviews.router):
+                   offerings.router, bookings.router, reviews.router, payments.router):
         app.include_router(router, prefix=API_PREFIX)
     return app
 

@@ -11,6 +11,7 @@ from app.models.marketplace import (
     Review,
     Suspension,
 )
+from app.models.payments import IdempotencyKey, Refund, StripeEvent
 from app.models.ledger import LedgerAccount, LedgerEntry, LedgerTransaction
 from app.models.tenancy import (
     AuditEvent,
@@ -30,7 +31,7 @@ from app.models.tenancy import (
 )
 
 __all__ = [
-    "SQLModel", "Appeal", "AvailabilityWindow", "Booking", "BookingEvent", "BookingOffer", "Offering", "Review", "Suspension", "FeeScheduleVersion", "LedgerAccount", "LedgerEntry", "LedgerTransaction", "AuditEvent", "Cooperative", "CooperativePublic", "Member", "RefreshRequest", "RefreshToken",
+    "SQLModel", "IdempotencyKey", "Refund", "StripeEvent", "Appeal", "AvailabilityWindow", "Booking", "BookingEvent", "BookingOffer", "Offering", "Review", "Suspension", "FeeScheduleVersion", "LedgerAccount", "LedgerEntry", "LedgerTransaction", "AuditEvent", "Cooperative", "CooperativePublic", "Member", "RefreshRequest", "RefreshToken",
     "Service", "ServiceCreate", "ServicePublic", "TokenPair", "User", "UserProfilePublic", "UserPublic",
     "UserRegister",
 ]

@@ -93,6 +93,10 @@ class Booking(SQLModel, table=True):
     payment_intent_id: str | None = Field(default=None, sa_type=String(120), unique=True)
     payment_client_secret: str | None = Field(default=None, sa_type=String(200))
     payment_status: str = Field(default="none", sa_type=String(24), nullable=False)
+    captured_cents: int = Field(default=0, nullable=False)  # what the processor actually took
+    refunded_cents: int = Field(default=0, nullable=False)
+    # Something staff must look at (a failed capture covered by the guarantee fund, a dispute...).
+    payment_issue: str | None = Field(default=None, sa_type=String(200))
     cancelled_by: str | None = Field(default=None, sa_type=String(16))
     cancel_reason: str | None = Field(default=None, sa_type=String(500))
     offers_expire_at: datetime | None = timestamp_field(nullable=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from app.payments.port import Authorization, AuthorizeRequest, Capture
+from app.payments.port import Authorization, AuthorizeRequest, Capture, IntentState, RefundResult
 
 
 class DemoPaymentGateway:
@@ -24,3 +24,11 @@ class DemoPaymentGateway:
 
     async def release(self, *, payment_intent_id: str, idempotency_key: str) -> None:
         return None
+
+    async def retrieve_intent(self, payment_intent_id: str) -> IntentState | None:
+        return None  # no processor behind it: webhooks never concern demo payments
+
+    async def refund(self, *, payment_intent_id: str, amount_cents: int, idempotency_key: str,
+                     reason: str) -> RefundResult:
+        digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+        return RefundResult(id=f"demo_re_{digest}", amount_cents=amount_cents, status="succeeded")

@@ -42,6 +42,26 @@ class AuthorizeRequest:
     idempotency_key: str
 
 
+@dataclass(frozen=True)
+class IntentState:
+    """A payment intent as the processor sees it now (webhooks act on this, not on the event)."""
+
+    id: str
+    status: str  # requires_payment_method, requires_confirmation, requires_capture, succeeded, canceled...
+    amount_cents: int
+    amount_capturable_cents: int
+    amount_received_cents: int
+    processing_fee_cents: int | None
+    latest_charge: str | None
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    id: str
+    amount_cents: int
+    status: str
+
+
 class PaymentGateway(Protocol):
     provider: str
 
@@ -53,3 +73,10 @@ class PaymentGateway(Protocol):
 
     async def release(self, *, payment_intent_id: str, idempotency_key: str) -> None:
         """Drop the hold entirely (cancellation before any fee is due, no taker)."""
+
+    async def retrieve_intent(self, payment_intent_id: str) -> IntentState | None:
+        """The intent's current state at the processor (None: the processor does not know it)."""
+
+    async def refund(self, *, payment_intent_id: str, amount_cents: int, idempotency_key: str,
+                     reason: str) -> RefundResult:
+        """Give back part or all of a captured payment."""

@@ -3,9 +3,10 @@
 Pure Python (no rules engine imported here), so another country's engine can plug in behind the
 same Protocol. Money is integer cents; rates are Decimal.
 
-Rounding rule (every engine must follow it): each contribution line is rounded half-up (ties away
-from zero) to the cent, on its own; every total is then *derived from the rounded lines*, so a
-published payslip always adds up:
+Rounding rule (every engine must follow it): each contribution line, and the general reduction, is
+rounded half-up (ties away from zero) to the cent on its own; every total is then *derived from
+the rounded lines*, so a published payslip always adds up (and may differ by a cent from the
+rules engine's own unrounded aggregate rounded once):
 
     employee_contributions = Σ line.employee_cents      net           = gross − employee_contributions
     employer_contributions = Σ line.employer_cents      employer_cost = gross + employer_contributions

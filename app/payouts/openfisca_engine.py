@@ -3,6 +3,10 @@
 One vectorised simulation per call (N members = N individuals); the lines are OpenFisca's own
 contribution variables, rounded half-up to the cent, and reconciled with its aggregates
 (`salaire_net`, `cout_du_travail`) on every call.
+
+Scope: private-sector employees, a full month, each month on its own (the simulation holds no
+earlier months, so the yearly regularisation of the ceiling and of the general reduction across a
+member's months is not modelled: the month is computed as if it were the only one).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ PUBLIC_ROUTES = {
     ("GET", "/api/v1/services"),
     ("GET", "/api/v1/cooperatives/{slug}"),
     ("GET", "/api/v1/cooperatives/{slug}/fee-schedule"),
+    ("POST", "/api/v1/payments/stripe/webhook"),  # authenticated by its Stripe signature instead
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

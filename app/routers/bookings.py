@@ -4,7 +4,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
 from app.deps import ClientUser, CurrentUser, GatewayDep, NowDep, RateCardsDep, SessionDep, WorkerUser
@@ -23,6 +24,7 @@ from app.models.marketplace_api import (
     OfferPublic,
     PaymentPublic,
 )
+from app.routers import idempotent
 from app.services import bookings
 from app.services.bookings import Actor, NewBooking
 
@@ -79,15 +81,19 @@ async def get_matches(
 
 
 @router.post("/bookings", status_code=201, response_model=BookingPublic)
-async def create_booking(body: BookingCreate, user: ClientUser, session: SessionDep, gateway: GatewayDep,
-                         rate_cards: RateCardsDep, now: NowDep) -> BookingPublic:
-    booking = await bookings.create(
-        session, gateway, rate_cards, client_user_id=user.user_id, cooperative_id=user.cooperative_id,
-        cooperative_slug=user.cooperative_slug, now=now,
-        body=NewBooking(service_id=body.service_id, starts_at=body.starts_at, duration_minutes=body.duration_minutes,
-                        lat=body.location.lat, lon=body.location.lon, address=body.address, notes=body.notes,
-                        worker_id=body.worker_id, max_price_cents=body.max_price_cents))
-    return booking_public(booking, role="client", member_id=None)
+async def create_booking(body: BookingCreate, request: Request, user: ClientUser, session: SessionDep,
+                         gateway: GatewayDep, rate_cards: RateCardsDep, now: NowDep) -> JSONResponse:
+    async def handler(claim):
+        booking = await bookings.create(
+            session, gateway, rate_cards, client_user_id=user.user_id, cooperative_id=user.cooperative_id,
+            cooperative_slug=user.cooperative_slug, now=now, claim=claim,
+            body=NewBooking(service_id=body.service_id, starts_at=body.starts_at,
+                            duration_minutes=body.duration_minutes, lat=body.location.lat, lon=body.location.lon,
+                            address=body.address, notes=body.notes, worker_id=body.worker_id,
+                            max_price_cents=body.max_price_cents))
+        return booking_public(booking, role="client", member_id=None)
+
+    return await idempotent.run(request, user_id=user.user_id, status_code=201, handler=handler)
 
 
 @router.get("/bookings", response_model=list[BookingPublic])
@@ -149,19 +155,28 @@ async def start(booking_id: uuid.UUID, user: CurrentUser, session: SessionDep, n
 
 
 @router.post("/bookings/{booking_id}/complete", response_model=BookingPublic)
-async def complete(booking_id: uuid.UUID, body: CompleteIn, user: CurrentUser, session: SessionDep,
-                   gateway: GatewayDep, now: NowDep) -> BookingPublic:
+async def complete(booking_id: uuid.UUID, body: CompleteIn, request: Request, user: CurrentUser, session: SessionDep,
+                   gateway: GatewayDep, now: NowDep) -> JSONResponse:
     await _worker_only(user)
-    booking = await bookings.complete(session, gateway, booking_id=booking_id, actor=_actor(user),
-                                      cooperative_id=user.cooperative_id, actual_minutes=body.actual_minutes, now=now)
-    return booking_public(booking, role=user.role, member_id=user.member_id)
+
+    async def handler(claim):
+        booking = await bookings.complete(session, gateway, booking_id=booking_id, actor=_actor(user),
+                                          cooperative_id=user.cooperative_id, actual_minutes=body.actual_minutes,
+                                          now=now, claim=claim)
+        return booking_public(booking, role=user.role, member_id=user.member_id)
+
+    return await idempotent.run(request, user_id=user.user_id, status_code=200, handler=handler)
 
 
 @router.post("/bookings/{booking_id}/cancel", response_model=BookingPublic)
-async def cancel(booking_id: uuid.UUID, body: CancelIn, user: CurrentUser, session: SessionDep, gateway: GatewayDep,
-                 rate_cards: RateCardsDep, now: NowDep) -> BookingPublic:
+async def cancel(booking_id: uuid.UUID, body: CancelIn, request: Request, user: CurrentUser, session: SessionDep,
+                 gateway: GatewayDep, rate_cards: RateCardsDep, now: NowDep) -> JSONResponse:
     if user.role not in ("client", "worker"):
         raise Forbidden("Only the booking's client or worker can cancel it", code="wrong_role")
-    booking = await bookings.cancel(session, gateway, rate_cards, booking_id=booking_id, actor=_actor(user),
-                                    cooperative_id=user.cooperative_id, reason=body.reason, now=now)
-    return booking_public(booking, role=user.role, member_id=user.member_id)
+
+    async def handler(claim):
+        booking = await bookings.cancel(session, gateway, rate_cards, booking_id=booking_id, actor=_actor(user),
+                                        cooperative_id=user.cooperative_id, reason=body.reason, now=now, claim=claim)
+        return booking_public(booking, role=user.role, member_id=user.member_id)
+
+    return await idempotent.run(request, user_id=user.user_id, status_code=200, handler=handler)

@@ -27,7 +27,8 @@ from app.models import Booking, BookingEvent, BookingOffer, Cooperative, Member,
 from app.models.coop_settings import CooperativeSettings, settings_of
 from app.models.marketplace import HOLDING_STATUSES
 from app.payments.port import AuthorizeRequest, PaymentGateway
-from app.services import ledger, matching, quotes
+from app.services import idempotency, ledger, matching, quotes
+from app.services.idempotency import Claim
 
 log = logging.getLogger("coopgig.bookings")
 
@@ -134,8 +135,14 @@ async def _open_offers(session: AsyncSession, booking: Booking, picks: list[Pric
 
 async def create(session: AsyncSession, gateway: PaymentGateway, rate_cards, *, client_user_id: uuid.UUID,
                  cooperative_id: uuid.UUID, cooperative_slug: str, body: NewBooking, now: datetime,
-                 idempotency_key: str | None = None) -> Booking:
+                 claim: Claim | None = None) -> Booking:
     """Quote, pick the worker(s), hold the payment, and offer the booking."""
+    if claim is not None and claim.resource_id is not None:
+        # A retry after the first phase committed: resume at the payment step, never book twice.
+        booking = await session.get(Booking, claim.resource_id)
+        if booking.payment_intent_id is None:
+            await _authorize(session, gateway, booking, cooperative_slug, now)
+        return booking
     coop, coop_settings = await _cooperative(session, cooperative_id)
     _validate_slot(body, coop_settings, now)
     service = await session.get(Service, body.service_id)
@@ -177,19 +184,25 @@ async def create(session: AsyncSession, gateway: PaymentGateway, rate_cards, *, 
     _event(session, booking, "pending_payment", Actor(client_user_id, "client"), now,
            {"direct": body.worker_id is not None, "candidates": len(picks)})
     await _open_offers(session, booking, picks, coop_settings, now)
+    await idempotency.set_recovery_point(session, claim, "booking_created", booking.id)
     await session.commit()  # phase 1: the booking exists before the processor hears of it
+    await _authorize(session, gateway, booking, cooperative_slug, now)
+    return booking
 
+
+async def _authorize(session: AsyncSession, gateway: PaymentGateway, booking: Booking, cooperative_slug: str,
+                     now: datetime) -> None:
+    """Phase 2: hold the amount at the processor (the key makes a retried call return the same intent)."""
     auth = await gateway.authorize(AuthorizeRequest(
-        booking_id=str(booking.id), cooperative_slug=cooperative_slug, amount_cents=booking.price_cents,
+        booking_id=str(booking.id), cooperative_slug=cooperative_slug, amount_cents=booking.authorized_cents,
         currency=booking.currency, description=f"coopgig booking {booking.id}",
-        idempotency_key=idempotency_key or f"booking:{booking.id}:authorize"))
+        idempotency_key=f"booking:{booking.id}:authorize"))
     booking.payment_intent_id = auth.payment_intent_id
     booking.payment_client_secret = auth.client_secret
     booking.payment_status = "requires_confirmation"
     if auth.status == "authorized":
         await mark_authorized(session, booking, now)
     await session.commit()
-    return booking
 
 
 async def mark_authorized(session: AsyncSession, booking: Booking, now: datetime) -> None:
@@ -397,9 +410,22 @@ async def start(session: AsyncSession, *, booking_id: uuid.UUID, actor: Actor, c
     return booking
 
 
+async def _resumed(session: AsyncSession, gateway: PaymentGateway, claim: Claim | None, booking_id: uuid.UUID,
+                   now: datetime) -> Booking | None:
+    """A retry of a request whose state change committed: finish its payment step and answer."""
+    if claim is None or claim.resource_id != booking_id or claim.recovery_point != "transitioned":
+        return None
+    booking = await session.get(Booking, booking_id)
+    await _settle_payment(session, gateway, booking, now)
+    return booking
+
+
 async def complete(session: AsyncSession, gateway: PaymentGateway, *, booking_id: uuid.UUID, actor: Actor,
-                   cooperative_id: uuid.UUID, actual_minutes: int, now: datetime) -> Booking:
+                   cooperative_id: uuid.UUID, actual_minutes: int, now: datetime,
+                   claim: Claim | None = None) -> Booking:
     """Close the gig and charge for the time actually worked (never more than booked)."""
+    if (resumed := await _resumed(session, gateway, claim, booking_id, now)) is not None:
+        return resumed
     booking = await _held_booking(session, booking_id, actor, cooperative_id)
     if not 1 <= actual_minutes <= booking.duration_minutes:
         raise Invalid(f"actual_minutes must be between 1 and the booked {booking.duration_minutes}",
@@ -412,15 +438,18 @@ async def complete(session: AsyncSession, gateway: PaymentGateway, *, booking_id
     booking.price_cents, booking.breakdown = final.price_cents, final.to_dict()
     booking.price_excl_vat_cents = excl
     booking.payment_status = "capture_pending"
+    await idempotency.set_recovery_point(session, claim, "transitioned", booking.id)
     await session.commit()  # phase 1
     await _settle_payment(session, gateway, booking, now)
     return booking
 
 
 async def cancel(session: AsyncSession, gateway: PaymentGateway, rate_cards, *, booking_id: uuid.UUID, actor: Actor,
-                 cooperative_id: uuid.UUID, reason: str, now: datetime) -> Booking:
+                 cooperative_id: uuid.UUID, reason: str, now: datetime, claim: Claim | None = None) -> Booking:
     """Client: free before the notice (or before anyone accepted), else a fee for the worker.
     Worker: gives the booking back to matching."""
+    if (resumed := await _resumed(session, gateway, claim, booking_id, now)) is not None:
+        return resumed
     if actor.role == "worker":
         booking = await _held_booking(session, booking_id, actor, cooperative_id)
         if booking.status != "accepted":
@@ -432,6 +461,7 @@ async def cancel(session: AsyncSession, gateway: PaymentGateway, rate_cards, *, 
                from_status="accepted")
         await _rematch_or_expire(session, gateway, rate_cards, booking, actor, now)
         booking.cancel_reason = reason
+        await idempotency.set_recovery_point(session, claim, "transitioned", booking.id)
         await session.commit()
         await _settle_payment(session, gateway, booking, now)
         return booking
@@ -464,6 +494,7 @@ async def cancel(session: AsyncSession, gateway: PaymentGateway, rate_cards, *, 
         booking.payment_status = "release_pending"
     else:
         booking.payment_status = "none"
+    await idempotency.set_recovery_point(session, claim, "transitioned", booking.id)
     await session.commit()
     await _settle_payment(session, gateway, booking, now)
     return booking
@@ -498,9 +529,18 @@ async def _settle_payment(session: AsyncSession, gateway: PaymentGateway, bookin
 
 
 async def record_capture(session: AsyncSession, booking: Booking, *, processing_fee_cents: int | None,
-                         now: datetime) -> bool:
-    """Post a captured payment to the ledger (once: the references are per payment intent)."""
+                         now: datetime, amount_cents: int | None = None) -> bool:
+    """Post a captured payment to the ledger (once: the references are per payment intent).
+
+    VAT, processing, the contribution and the member's turnover are posted exactly as the booking's
+    breakdown says; the processor's actual fee replaces the estimate when it is known.
+    """
     breakdown = breakdown_of(booking)
+    amount = breakdown.price_cents if amount_cents is None else amount_cents
+    if amount != breakdown.price_cents:
+        log.error("captured amount differs from the booking's price",
+                  extra={"booking_id": str(booking.id), "captured": amount, "price": breakdown.price_cents})
+        booking.payment_issue = f"captured {amount} cents for a price of {breakdown.price_cents}"
     fee = breakdown.processing_fee_cents if processing_fee_cents is None else processing_fee_cents
     created = False
     for posting in ledger_rules.capture_postings(
@@ -510,6 +550,7 @@ async def record_capture(session: AsyncSession, booking: Booking, *, processing_
         created |= (await ledger.post(session, cooperative_id=booking.cooperative_id, posting=posting,
                                       occurred_at=now)).created
     booking.payment_status = "captured"
+    booking.captured_cents = amount
     return created
 
 

@@ -1,0 +1,246 @@
+"""Payment events and money going back: Stripe webhooks (deduplicated, reconciled against the
+intent's current state), staff refunds, disputes, and the guarantee fund.
+
+A webhook's effect and the record that its event was processed commit in one transaction, so a
+redelivered event changes nothing, and an event that failed half-way is simply processed again.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain import ledger as ledger_rules
+from app.domain.errors import RefundExceedsPayment
+from app.errors import Conflict, NotFound
+from app.models import Booking, Cooperative, Refund, StripeEvent
+from app.models.coop_settings import settings_of
+from app.payments.port import IntentState, PaymentGateway
+from app.services import audit, bookings, ledger
+from app.services.bookings import SYSTEM
+
+log = logging.getLogger("coopgig.payments")
+
+
+def _intent_id_of(event: dict[str, Any]) -> str | None:
+    obj = event.get("data", {}).get("object", {}) or {}
+    if obj.get("object") == "payment_intent":
+        return obj.get("id")
+    pi = obj.get("payment_intent")
+    return pi.get("id") if isinstance(pi, dict) else pi
+
+
+async def handle_event(session: AsyncSession, gateway: PaymentGateway, *, event: dict[str, Any],
+                       now: datetime) -> str:
+    """Apply a verified Stripe event once; returns what was done (for the response and the logs)."""
+    event_id, event_type = str(event.get("id") or ""), str(event.get("type") or "")
+    if not event_id:
+        return "ignored: no event id"
+    if await session.get(StripeEvent, event_id) is not None:
+        return "duplicate"
+    pi_id = _intent_id_of(event)
+    outcome = await _apply(session, gateway, event_type, event, pi_id, now)
+    session.add(StripeEvent(id=event_id, type=event_type, payment_intent_id=pi_id, outcome=outcome[:200],
+                            received_at=now))
+    try:
+        await session.commit()
+    except IntegrityError:  # the same event, delivered twice at once: the other delivery did it
+        await session.rollback()
+        return "duplicate"
+    return outcome
+
+
+async def _apply(session: AsyncSession, gateway: PaymentGateway, event_type: str, event: dict[str, Any],
+                 pi_id: str | None, now: datetime) -> str:
+    if pi_id is None:
+        return f"ignored: {event_type} concerns no payment intent"
+    booking = (await session.execute(select(Booking).where(Booking.payment_intent_id == pi_id)
+                                     .with_for_update())).scalar_one_or_none()
+    if booking is None:
+        log.warning("stripe event for an unknown payment intent", extra={"payment_intent": pi_id,
+                                                                         "event_type": event_type})
+        return "unknown payment intent"
+    obj = event["data"]["object"]
+    if event_type == "charge.refunded":
+        return await _sync_refunds(session, booking, obj, now)
+    if event_type == "charge.dispute.created":
+        return await _dispute_opened(session, booking, obj, now)
+    if event_type == "charge.dispute.closed":
+        return await _dispute_closed(session, booking, obj, now)
+    # Events can arrive late, twice or out of order: act on the intent as it is now, not on the event.
+    intent = await gateway.retrieve_intent(pi_id)
+    if intent is None:
+        return "intent unknown to the processor"
+    return await reconcile(session, booking, intent, now)
+
+
+async def reconcile(session: AsyncSession, booking: Booking, intent: IntentState, now: datetime) -> str:
+    """Bring the booking in line with the intent's current state."""
+    if intent.status == "requires_capture":
+        if booking.status == "pending_payment":
+            await bookings.mark_authorized(session, booking, now)
+            return "authorized: offered to workers"
+        return "authorized (nothing to do)"
+    if intent.status == "succeeded":
+        if booking.payment_status == "captured":
+            return "captured (already posted)"
+        if booking.status not in ("completed", "cancelled"):
+            booking.payment_issue = f"payment captured while the booking is {booking.status}"
+            return "captured unexpectedly: flagged to staff"
+        await bookings.record_capture(session, booking, processing_fee_cents=intent.processing_fee_cents,
+                                      amount_cents=intent.amount_received_cents, now=now)
+        return "captured: posted to the ledger"
+    if intent.status == "canceled":
+        if booking.status in ("pending_payment", "offered"):
+            bookings._transition(session, booking, "expired", SYSTEM, now, {"reason": "payment canceled"})
+            booking.payment_status = "released"
+            return "canceled: booking expired"
+        if booking.payment_status in ("release_pending", "released"):
+            booking.payment_status = "released"
+            return "released"
+        if booking.status in ("accepted", "in_progress"):
+            booking.payment_issue = "the payment hold was canceled before the work was done"
+            return "hold lost: flagged to staff"
+        return "canceled (nothing to do)"
+    if intent.status == "requires_payment_method":
+        if booking.status == "completed" and booking.payment_status in ("capture_pending", "capture_requested"):
+            return await _cover_failed_capture(session, booking, now)
+        booking.payment_status = "failed"
+        return "payment failed: the client can try another card"
+    return f"intent {intent.status}: nothing to do"
+
+
+async def _guarantee_enabled(session: AsyncSession, booking: Booking) -> bool:
+    coop = await session.get(Cooperative, booking.cooperative_id)
+    return settings_of(coop.settings).guarantee_fund_enabled
+
+
+async def _cover_failed_capture(session: AsyncSession, booking: Booking, now: datetime) -> str:
+    """The work was done but the client's payment failed: the member is paid from the guarantee fund."""
+    if not await _guarantee_enabled(session, booking):
+        booking.payment_issue = "capture failed after the work was done (guarantee fund not used)"
+        booking.payment_status = "failed"
+        return "capture failed: flagged to staff"
+    budget = bookings.breakdown_of(booking).member_budget_cents
+    await ledger.post(session, cooperative_id=booking.cooperative_id, occurred_at=now, posting=ledger_rules.Posting(
+        f"guarantee:{booking.payment_intent_id}", "guarantee", "failed capture covered by the guarantee fund",
+        (ledger_rules.Entry(ledger_rules.GUARANTEE_FUND, budget),
+         ledger_rules.Entry(ledger_rules.member_activity(str(booking.worker_member_id)), -budget)),
+        booking.currency))
+    booking.payment_status = "failed"
+    booking.payment_issue = "capture failed after the work was done: member paid from the guarantee fund"
+    audit.record(session, action="payment.guarantee_used", target_type="booking", target_id=booking.id,
+                 cooperative_id=booking.cooperative_id, actor_user_id=None, data={"amount_cents": budget})
+    return "capture failed: member covered by the guarantee fund"
+
+
+async def _dispute_opened(session: AsyncSession, booking: Booking, dispute: dict[str, Any], now: datetime) -> str:
+    if booking.status == "completed":
+        bookings._transition(session, booking, "disputed", SYSTEM, now, {"dispute": dispute.get("id")})
+    booking.payment_issue = f"dispute {dispute.get('id')} opened ({dispute.get('reason', 'no reason given')})"
+    audit.record(session, action="payment.dispute_opened", target_type="booking", target_id=booking.id,
+                 cooperative_id=booking.cooperative_id, actor_user_id=None,
+                 data={"dispute": dispute.get("id"), "amount_cents": dispute.get("amount")})
+    return "dispute opened: flagged to staff"
+
+
+async def _dispute_closed(session: AsyncSession, booking: Booking, dispute: dict[str, Any], now: datetime) -> str:
+    status = dispute.get("status")
+    if status == "won":
+        if booking.status == "disputed":
+            bookings._transition(session, booking, "completed", SYSTEM, now, {"dispute": "won"})
+        booking.payment_issue = None
+        return "dispute won"
+    if status != "lost":
+        return f"dispute {status}: nothing to do"
+    amount = int(dispute.get("amount") or booking.captured_cents - booking.refunded_cents)
+    if await _guarantee_enabled(session, booking):
+        # The client got the money back from the bank; the member keeps their pay: the fund bears it.
+        posting = ledger_rules.Posting(
+            f"dispute_lost:{dispute.get('id')}", "dispute", "lost dispute borne by the guarantee fund",
+            (ledger_rules.Entry(ledger_rules.GUARANTEE_FUND, amount),
+             ledger_rules.Entry(ledger_rules.PROCESSOR_CLEARING, -amount)), booking.currency)
+        await ledger.post(session, cooperative_id=booking.cooperative_id, posting=posting, occurred_at=now)
+        note = "dispute lost: borne by the guarantee fund"
+    else:
+        for posting in ledger_rules.refund_postings(
+                refund_id=f"dispute_{dispute.get('id')}", member_id=str(booking.worker_member_id),
+                breakdown=bookings.breakdown_of(booking), amount_cents=amount,
+                already_refunded_cents=booking.refunded_cents, currency=booking.currency):
+            await ledger.post(session, cooperative_id=booking.cooperative_id, posting=posting, occurred_at=now)
+        note = "dispute lost: reversed"
+    booking.refunded_cents += amount
+    if booking.status == "disputed":
+        bookings._transition(session, booking, "refunded", SYSTEM, now, {"dispute": "lost"})
+    booking.payment_issue = note
+    audit.record(session, action="payment.dispute_lost", target_type="booking", target_id=booking.id,
+                 cooperative_id=booking.cooperative_id, actor_user_id=None, data={"amount_cents": amount})
+    return note
+
+
+async def _post_refund(session: AsyncSession, booking: Booking, *, provider_refund_id: str, amount_cents: int,
+                       reason: str, actor_user_id: uuid.UUID | None, now: datetime) -> bool:
+    """Record one refund and post its reversing entries; False if it was recorded before."""
+    exists = (await session.execute(select(Refund.id).where(Refund.provider_refund_id == provider_refund_id)))\
+        .scalar_one_or_none()
+    if exists is not None:
+        return False
+    for posting in ledger_rules.refund_postings(
+            refund_id=provider_refund_id, member_id=str(booking.worker_member_id),
+            breakdown=bookings.breakdown_of(booking), amount_cents=amount_cents,
+            already_refunded_cents=booking.refunded_cents, currency=booking.currency):
+        await ledger.post(session, cooperative_id=booking.cooperative_id, posting=posting, occurred_at=now)
+    session.add(Refund(cooperative_id=booking.cooperative_id, booking_id=booking.id,
+                       provider_refund_id=provider_refund_id, amount_cents=amount_cents, reason=reason,
+                       created_by_user_id=actor_user_id, created_at=now))
+    booking.refunded_cents += amount_cents
+    if booking.refunded_cents >= booking.captured_cents and booking.status in ("completed", "cancelled"):
+        actor = bookings.Actor(actor_user_id, "staff" if actor_user_id else "system")
+        bookings._transition(session, booking, "refunded", actor, now, {"refunded_cents": booking.refunded_cents})
+    audit.record(session, action="payment.refunded", target_type="booking", target_id=booking.id,
+                 cooperative_id=booking.cooperative_id, actor_user_id=actor_user_id,
+                 data={"amount_cents": amount_cents, "reason": reason, "refund": provider_refund_id})
+    return True
+
+
+async def _sync_refunds(session: AsyncSession, booking: Booking, charge: dict[str, Any], now: datetime) -> str:
+    """Refunds made at the processor (dashboard, or ours seen again) land in the ledger once."""
+    posted = 0
+    for refund in (charge.get("refunds") or {}).get("data", []) or []:
+        if refund.get("status") in ("failed", "canceled"):
+            continue
+        amount = int(refund.get("amount") or 0)
+        if amount <= 0 or booking.refunded_cents + amount > booking.captured_cents:
+            continue
+        posted += await _post_refund(session, booking, provider_refund_id=str(refund["id"]), amount_cents=amount,
+                                     reason=refund.get("reason") or "refund made at the processor",
+                                     actor_user_id=None, now=now)
+    return f"refunds synced ({posted} new)"
+
+
+async def refund(session: AsyncSession, gateway: PaymentGateway, *, booking_id: uuid.UUID, cooperative_id: uuid.UUID,
+                 amount_cents: int, reason: str, actor_user_id: uuid.UUID, now: datetime,
+                 claim_key: str | None = None) -> Booking:
+    """A staff refund, partial or whole, with its reason; audited and posted as reversing entries."""
+    booking = (await session.execute(select(Booking).where(
+        Booking.id == booking_id, Booking.cooperative_id == cooperative_id).with_for_update())).scalar_one_or_none()
+    if booking is None:
+        raise NotFound("No such booking", code="booking_not_found")
+    if booking.payment_status != "captured" or booking.captured_cents <= 0:
+        raise Conflict("Only a captured payment can be refunded", code="not_captured")
+    remaining = booking.captured_cents - booking.refunded_cents
+    if amount_cents > remaining:
+        raise RefundExceedsPayment(f"At most {remaining} cents can still be refunded")
+    # The key makes a retried request refund once at the processor, even without an Idempotency-Key.
+    key = claim_key or f"booking:{booking.id}:refund:{booking.refunded_cents}:{amount_cents}"
+    result = await gateway.refund(payment_intent_id=booking.payment_intent_id, amount_cents=amount_cents,
+                                  idempotency_key=key, reason=reason)
+    await _post_refund(session, booking, provider_refund_id=result.id, amount_cents=amount_cents, reason=reason,
+                       actor_user_id=actor_user_id, now=now)
+    await session.commit()
+    return booking
