@@ -14,7 +14,7 @@ from app.payouts.rate_card import RateCardCache
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
-from app.routers import audit, auth, bookings, catalog, cooperatives, members, offerings, ops, payments, reviews
+from app.routers import accounts, audit, auth, bookings, catalog, cooperatives, members, offerings, ops, payments, reviews
 
 API_PREFIX = "/api/v1"
 
@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(ops.router)
     for router in (auth.router, catalog.router, cooperatives.router, audit.router, members.router,
-                   offerings.router, bookings.router, reviews.router, payments.router):
+                   offerings.router, bookings.router, reviews.router, payments.router,
+                   accounts.router):
         app.include_router(router, prefix=API_PREFIX)
     return app
 

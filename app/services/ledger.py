@@ -124,3 +124,43 @@ async def transaction_entries(session: AsyncSession, *, cooperative_id: uuid.UUI
         .where(LedgerTransaction.cooperative_id == cooperative_id, LedgerTransaction.reference == reference)
         .order_by(LedgerAccount.code))
     return [(code, int(amount)) for code, amount in rows]
+
+
+@dataclass(frozen=True)
+class EntryView:
+    transaction_id: uuid.UUID
+    reference: str
+    kind: str
+    description: str
+    account: str
+    currency: str
+    amount_cents: int  # signed: debit positive, credit negative
+    occurred_at: datetime
+
+
+def _entries_query(cooperative_id: uuid.UUID):
+    return (select(LedgerEntry.transaction_id, LedgerTransaction.reference, LedgerTransaction.kind,
+                   LedgerTransaction.description, LedgerAccount.code, LedgerAccount.currency,
+                   LedgerEntry.amount_cents, LedgerEntry.occurred_at)
+            .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+            .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+            .where(LedgerEntry.cooperative_id == cooperative_id))
+
+
+async def entries(session: AsyncSession, *, cooperative_id: uuid.UUID, start: datetime | None = None,
+                  end: datetime | None = None, account: str | None = None, limit: int | None = None,
+                  newest_first: bool = False) -> list[EntryView]:
+    """Ledger entries of a cooperative, optionally of one account and within [start, end)."""
+    query = _entries_query(cooperative_id)
+    if start is not None:
+        query = query.where(LedgerEntry.occurred_at >= start)
+    if end is not None:
+        query = query.where(LedgerEntry.occurred_at < end)
+    if account is not None:
+        query = query.where(LedgerAccount.code == account)
+    order = (LedgerEntry.occurred_at.desc(), LedgerTransaction.reference.desc()) if newest_first else (
+        LedgerEntry.occurred_at, LedgerTransaction.reference)
+    query = query.order_by(*order, LedgerAccount.code)
+    if limit is not None:
+        query = query.limit(limit)
+    return [EntryView(*row) for row in await session.execute(query)]
