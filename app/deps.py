@@ -101,6 +101,9 @@ async def get_current_user(
     if row is None:
         raise Unauthorized("The access token is invalid", code="invalid_token")
     user_id, email, display_name, role, cooperative_id, is_active, slug, member_id, stage = row
+    # End this read now: the use case starts its own transaction, and on SQLite (where every
+    # transaction takes the write lock) a request must not sit on one while another session works.
+    await session.rollback()
     # A token is only as good as the account behind it: deactivation or a role change takes effect now.
     if not is_active or cooperative_id != claims.cooperative_id or role != claims.role:
         raise Unauthorized("The access token is no longer valid", code="invalid_token")

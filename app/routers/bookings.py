@@ -93,7 +93,7 @@ async def create_booking(body: BookingCreate, request: Request, user: ClientUser
                             max_price_cents=body.max_price_cents))
         return booking_public(booking, role="client", member_id=None)
 
-    return await idempotent.run(request, user_id=user.user_id, status_code=201, handler=handler)
+    return await idempotent.run(request, session=session, user_id=user.user_id, status_code=201, handler=handler)
 
 
 @router.get("/bookings", response_model=list[BookingPublic])
@@ -165,7 +165,7 @@ async def complete(booking_id: uuid.UUID, body: CompleteIn, request: Request, us
                                           now=now, claim=claim)
         return booking_public(booking, role=user.role, member_id=user.member_id)
 
-    return await idempotent.run(request, user_id=user.user_id, status_code=200, handler=handler)
+    return await idempotent.run(request, session=session, user_id=user.user_id, status_code=200, handler=handler)
 
 
 @router.post("/bookings/{booking_id}/cancel", response_model=BookingPublic)
@@ -179,4 +179,4 @@ async def cancel(booking_id: uuid.UUID, body: CancelIn, request: Request, user: 
                                         cooperative_id=user.cooperative_id, reason=body.reason, now=now, claim=claim)
         return booking_public(booking, role=user.role, member_id=user.member_id)
 
-    return await idempotent.run(request, user_id=user.user_id, status_code=200, handler=handler)
+    return await idempotent.run(request, session=session, user_id=user.user_id, status_code=200, handler=handler)

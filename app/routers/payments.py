@@ -43,4 +43,4 @@ async def refund(booking_id: uuid.UUID, body: RefundIn, request: Request, user: 
                                         claim_key=f"idem:{claim.record_id}" if claim else None)
         return booking_public(booking, role=user.role, member_id=None)
 
-    return await idempotent.run(request, user_id=user.user_id, status_code=200, handler=handler)
+    return await idempotent.run(request, session=session, user_id=user.user_id, status_code=200, handler=handler)
