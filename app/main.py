@@ -28,6 +28,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         # Load OpenFisca now (seconds, off the event loop) rather than on the first quote.
         await get_engine()
         yield
+        if hasattr(app.state.gateway, "aclose"):
+            await app.state.gateway.aclose()
         if database is None:  # an injected database belongs to the caller (tests)
             await db.dispose()
 

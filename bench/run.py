@@ -1,9 +1,11 @@
 """coopgig's benchmark harness: `python bench/run.py` (with the project venv's python).
 
-It makes a fresh PostgreSQL database, migrates and seeds it through the app's own services, serves
-coopgig and a reference app (bench/reference_app.py) with uvicorn (2 workers each), loads each
-endpoint with wrk for a fixed time, prints a markdown table and writes it to bench/results/latest.md,
-then stops both servers and drops the database. See bench/README.md.
+It makes a fresh PostgreSQL database, migrates and seeds it through the app's own services (and,
+for the marketplace and payments groups, bulk-loads a marketplace at scale: bench/seed_market.py),
+serves coopgig and a reference app (bench/reference_app.py) with uvicorn (2 workers each), and
+localstripe when the payments group runs (bench/bench_webhooks.py), loads each endpoint with wrk
+for a fixed time (pgbench for its TPC-B row), prints a markdown table and writes it to
+bench/results/latest.md, then stops every server and drops the databases. See bench/README.md.
 
 To benchmark a new endpoint, add an `Endpoint` to ENDPOINTS (at the bottom of the specs section).
 """
@@ -11,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import datetime as dt
 import json
+import math
 import os
 import platform
+import random
+import re
 import secrets
 import signal
 import socket
@@ -22,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -33,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import loadgen, reference_app  # noqa: E402
+from bench import bench_webhooks, loadgen, reference_app, seed_market  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/coopgig_bench"
@@ -41,9 +48,11 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TOKEN_TTL_SECONDS = 7 * 24 * 3600  # the run must never outlive its tokens
 SEED_PASSWORD = "bench-horse-battery-7"
 
-# The two yardsticks every row is compared with (names of entries of ENDPOINTS).
+# The yardsticks (names of entries of ENDPOINTS). CONSTANT and PK_SELECT always run.
 CONSTANT = "ref: constant"
 PK_SELECT = "ref: pk select"
+INSERT = "ref: insert"
+PGBENCH = "pgbench TPC-B"
 
 
 # ---- what the endpoints see -------------------------------------------------------------------
@@ -57,10 +66,15 @@ class Context:
     ref_dsn: str  # plain asyncpg DSN of the same database
     settings: object  # app.config.Settings used for seeding and minting (same JWT secret as the server)
     workdir: Path  # bench/results/work: Lua scripts, path lists
+    args: argparse.Namespace | None = None
     vars: dict[str, str] = field(default_factory=dict)  # $name substitutions: tokens, ids...
     app_url: str = ""
     ref_url: str = ""
-    servers: dict[str, "Server"] = field(default_factory=dict)  # "app" / "ref" -> running server
+    stripe_url: str = ""  # localstripe, when the payments group runs
+    webhook_secret: str = ""  # STRIPE_WEBHOOK_SECRET of the served app
+    servers: dict[str, "Server"] = field(default_factory=dict)  # "app" / "ref" / "stripe" -> running server
+    market: seed_market.Market | None = None  # the marketplace at scale (groups marketplace, payments)
+    extras: dict[str, object] = field(default_factory=dict)  # anything endpoints share (intent ids...)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[object]:
@@ -82,11 +96,13 @@ class Context:
 
 
 Text = str | Callable[[Context], str]
+# One prepared request of a one-shot endpoint: (method, path, headers, body).
+RawSpec = tuple[str, str, dict[str, str], str | bytes | None]
 
 
 @dataclass
 class Endpoint:
-    """One benchmarked endpoint.
+    """One benchmarked endpoint (or, with `run`, one row measured by another tool: pgbench).
 
     Strings in `path`, `headers` and `body` are string.Template texts: `$token_worker`,
     `${cooperative_id}`... come from Context.vars (write `$$` for a literal dollar). Each may also be
@@ -94,23 +110,41 @@ class Endpoint:
     """
 
     name: str
-    target: str  # "ref" (bench/reference_app.py) or "app" (coopgig)
+    target: str  # "ref" (bench/reference_app.py), "app" (coopgig), "stripe" (localstripe), "pgbench"
     method: str = "GET"
     path: Text = "/"
     headers: dict[str, Text] = field(default_factory=dict)
     body: Text | None = None
     # A different path per request: a function returning the list of full paths, picked by wrk
-    # "random"-ly or "sequential"-ly (each path once before any repeats: for one-shot actions
-    # such as accepting a booking, make at least rps x (warm-up + duration) of them).
+    # "random"-ly or "sequential"-ly.
     paths: Callable[[Context], list[str]] | None = None
     pick: str = "random"
     lua_path: str | None = None  # or a Lua expression giving the path (wins over `paths`)
     lua_extra: str = ""  # raw Lua appended to the script (request()/response() overrides)
     # Async hook run just before this endpoint is loaded (servers are up): seed rows, add vars.
     prepare: Callable[[Context], Awaitable[None]] | None = None
-    preflight: bool = True  # send one request first and check its status (off for one-shot paths)
+    preflight: bool = True  # send one request first and check its status
     expect_status: int = 200
     note: str = ""
+    group: str = "core"  # --only matches names and groups: core, marketplace, payments
+    ratio_to: str | None = None  # the row this one is compared with (the "ratio" column)
+    goal: float | None = None  # the ratio it should reach (the "target" column)
+    needs: frozenset[str] = frozenset()  # "market" (seed_market), "stripe" (localstripe), "pgbench"
+    # One-shot actions: `oneshot(ctx, n)` makes n requests that each act once (accept a booking,
+    # a webhook event). The harness asks for a batch for the preflight, one for the warm-up (sized
+    # from `expect_rps`), and one for the measured run (sized from the warm-up's rate), so no request
+    # is ever sent twice. Wins over path/paths.
+    oneshot: Callable[[Context, int], Awaitable[list[RawSpec]]] | None = None
+    expect_rps: float = 300.0
+    # Extra check of the preflight answer: returns an error message, or None when it is right.
+    check: Callable[[int, str], str | None] | None = None
+    # Before the warm-up: this many concurrent requests, again until they all answer within 1 s
+    # (loads per-process caches of every uvicorn worker, e.g. the OpenFisca rate card).
+    warm_requests: int = 0
+    # After the measured run: a line for the details (what the database says happened).
+    verify: Callable[[Context, "Row"], Awaitable[str]] | None = None
+    # A row measured by something else than wrk: run(ctx, args, seconds) -> loadgen.WrkResult.
+    run: Callable[[Context, argparse.Namespace, float], loadgen.WrkResult] | None = None
 
     def render(self, ctx: Context) -> tuple[str, dict[str, str], str | None]:
         def text(value: Text) -> str:
@@ -131,19 +165,195 @@ def _pk_paths(_: Context) -> list[str]:
     return [reference_app.PK_PATH_PREFIX + reference_app.pk_id(i) for i in range(1, reference_app.PK_ROWS + 1)]
 
 
+# ---- marketplace endpoints (bench/seed_market.py) --------------------------------------------
+
+MATCHES_COOP = 0  # the cooperative whose client asks for matches (1,000 workers at any scale >= 0.01)
+
+
+async def prepare_matches(ctx: Context) -> None:
+    """A client token of one cooperative and 200 variants of a matches query in its city: a few km
+    around the centre, slots of 1-3 hours on the benchmark day inside the published windows."""
+    m = ctx.market
+    c = MATCHES_COOP
+    ctx.vars["token_market_client"] = ctx.token(m.client_ids[c][0], "client", m.coop_ids[c])
+    _, clat, clon = m.city(c)
+    rng = random.Random(7)
+    paths = []
+    for _ in range(200):
+        start = rng.choice((9, 10, 11, 14, 15))
+        minutes = rng.choice((60, 120, 180))
+        d_km, angle = rng.uniform(0, 4), rng.uniform(0, 2 * math.pi)
+        lat = clat + d_km * math.sin(angle) / 111.32
+        lon = clon + d_km * math.cos(angle) / (111.32 * math.cos(math.radians(clat)))
+        query = urllib.parse.urlencode({
+            "service_id": str(m.service_ids[c][0]),
+            "starts_at": (m.slot_day + dt.timedelta(hours=start)).isoformat().replace("+00:00", "Z"),
+            "duration_minutes": minutes, "lat": f"{lat:.5f}", "lon": f"{lon:.5f}"})
+        paths.append("/api/v1/matches?" + query)
+    ctx.extras["matches_paths"] = paths
+
+
+def _check_matches(status: int, text: str) -> str | None:
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(found, list) or not found:
+        return "no match: the seeded market does not fit the query (a benchmark of an empty answer)"
+    return None
+
+
+async def verify_matches(ctx: Context, row: "Row") -> str:
+    """EXPLAIN ANALYZE of the matching queries and the split SQL / Python of one request, in process."""
+    return await explain_matches(ctx)
+
+
+async def oneshot_accept(ctx: Context, n: int) -> list[RawSpec]:
+    """n offered bookings (inserted directly), each accepted by its own worker's token."""
+    prepared = await seed_market.offered_bookings(ctx.database_url, ctx.market, n)
+    ctx.extras["accept_prepared"] = int(ctx.extras.get("accept_prepared", 0)) + len(prepared)
+    return [("POST", f"/api/v1/bookings/{p.booking_id}/accept",
+             {"Authorization": "Bearer " + ctx.token(p.worker.user_id, "worker", ctx.market.coop_ids[p.coop])}, None)
+            for p in prepared]
+
+
+def _check_accept(status: int, text: str) -> str | None:
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return "not JSON"
+    return None if body.get("status") == "accepted" else f"booking is {body.get('status')!r}, not accepted"
+
+
+async def verify_accept(ctx: Context, row: "Row") -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(ctx.ref_dsn)
+    try:
+        accepted = await conn.fetchval(
+            "SELECT count(*) FROM booking WHERE payment_intent_id LIKE 'pi_bench_offer_%' AND status = 'accepted'")
+        events = await conn.fetchval(
+            "SELECT count(*) FROM booking_event WHERE to_status = 'accepted' AND actor_role = 'worker'")
+    finally:
+        await conn.close()
+    return (f"{accepted:,} of {ctx.extras.get('accept_prepared', 0):,} prepared bookings accepted in the database "
+            f"(preflight + warm-up + run; {events:,} `accepted` events)")
+
+
+# ---- payments endpoints (bench/bench_webhooks.py) --------------------------------------------
+
+
+async def prepare_webhooks(ctx: Context) -> None:
+    """Ledger accounts as an established cooperative has them (once)."""
+    if not ctx.extras.get("ledger_accounts"):
+        ctx.extras["ledger_accounts"] = await seed_market.ledger_accounts(ctx.database_url, ctx.market)
+
+
+async def oneshot_webhook(ctx: Context, n: int) -> list[RawSpec]:
+    """n completed bookings whose capture was requested, each on its own PaymentIntent created,
+    confirmed and captured in localstripe, and one signed `payment_intent.succeeded` event for each."""
+    specs = seed_market.capture_specs(ctx.market, n)
+    t = time.perf_counter()
+    intents = await bench_webhooks.captured_intents(ctx.stripe_url, [s.price for s in specs],
+                                                    booking_ids=[str(s.booking_id) for s in specs])
+    spent = ctx.extras.setdefault("intent_seconds", [0.0, 0])
+    spent[0] += time.perf_counter() - t
+    spent[1] += len(intents)
+    await seed_market.capture_requested_bookings(ctx.database_url, ctx.market, specs, [i.id for i in intents])
+    ids = ctx.extras.setdefault("intent_ids", [])
+    ids.extend(i.id for i in intents)
+    out = []
+    for intent in intents:
+        path, headers, body = bench_webhooks.webhook_request(intent, ctx.webhook_secret)
+        out.append(("POST", path, headers, body))
+    return out
+
+
+def _check_webhook(status: int, text: str) -> str | None:
+    try:
+        outcome = json.loads(text).get("outcome")
+    except (ValueError, AttributeError):
+        return "not JSON"
+    return None if outcome == "captured: posted to the ledger" else f"outcome {outcome!r}"
+
+
+async def verify_webhook(ctx: Context, row: "Row") -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(ctx.ref_dsn)
+    try:
+        outcomes = await conn.fetch("SELECT outcome, count(*) AS n FROM stripe_event GROUP BY outcome ORDER BY 2 DESC")
+        txs = await conn.fetchval("SELECT count(*) FROM ledger_transaction")
+    finally:
+        await conn.close()
+    spent = ctx.extras.get("intent_seconds", [0.0, 0])
+    made = f"; intents made in localstripe at {spent[1] / spent[0]:,.0f}/s (5 calls each)" if spent[0] else ""
+    return ("stripe_event outcomes: " + ", ".join(f"{r['outcome']} {r['n']:,}" for r in outcomes)
+            + f"; {txs:,} ledger transactions" + made)
+
+
+async def prepare_localstripe(ctx: Context) -> None:
+    if len(ctx.extras.get("intent_ids", [])) < 50:  # the webhook row did not run: make some
+        intents = await bench_webhooks.captured_intents(ctx.stripe_url, [1000 + i for i in range(200)])
+        ctx.extras.setdefault("intent_ids", []).extend(i.id for i in intents)
+
+
+def _localstripe_paths(ctx: Context) -> list[str]:
+    return [f"/v1/payment_intents/{pi}?expand%5B0%5D=latest_charge.balance_transaction"
+            for pi in ctx.extras["intent_ids"]]
+
+
+async def prepare_pgbench(ctx: Context) -> None:
+    pgbench = bench_webhooks.find_pgbench()
+    if pgbench is None:
+        raise RuntimeError("pgbench not found (Debian: apt-get install postgresql-client-15, or the server package)")
+    ctx.extras["pgbench"] = pgbench
+    seconds = bench_webhooks.pgbench_init(pgbench, ctx.args.parsed, scale=ctx.args.pgbench_scale)
+    ctx.extras["pgbench_init_seconds"] = seconds
+
+
+def run_pgbench(ctx: Context, args: argparse.Namespace, seconds: float) -> loadgen.WrkResult:
+    return bench_webhooks.run_pgbench(ctx.extras["pgbench"], args.parsed, duration=seconds,
+                                      clients=args.pgbench_clients, threads=args.threads,
+                                      logdir=RESULTS / "work" / "pgbench")
+
+
 # ---- the endpoints (add yours here) -----------------------------------------------------------
 
 ENDPOINTS: list[Endpoint] = [
     # References: the framework alone, then the framework + one DB round trip (read / write).
     Endpoint(CONSTANT, "ref", path="/ref/constant", note="FastAPI, constant JSON, no DB"),
-    Endpoint(PK_SELECT, "ref", paths=_pk_paths, note="FastAPI + one raw asyncpg PK select (random id of 10,000)"),
-    Endpoint("ref: insert", "ref", method="POST", path="/ref/insert", body='{"payload": "benchmark row"}',
-             expect_status=201, note="FastAPI + one raw asyncpg one-row INSERT (autocommit)"),
+    Endpoint(PK_SELECT, "ref", paths=_pk_paths, ratio_to=CONSTANT,
+             note="FastAPI + one raw asyncpg PK select (random id of 10,000)"),
+    Endpoint(INSERT, "ref", method="POST", path="/ref/insert", body='{"payload": "benchmark row"}',
+             expect_status=201, ratio_to=CONSTANT, note="FastAPI + one raw asyncpg one-row INSERT (autocommit)"),
     # coopgig.
-    Endpoint("GET /healthz", "app", path="/healthz",
+    Endpoint("GET /healthz", "app", path="/healthz", ratio_to=CONSTANT,
              note="coopgig, no DB: middleware + FastAPI (compare with ref: constant)"),
-    Endpoint("GET /api/v1/me", "app", path="/api/v1/me", headers=_bearer("worker"),
+    Endpoint("GET /api/v1/me", "app", path="/api/v1/me", headers=_bearer("worker"), ratio_to=PK_SELECT,
              note="coopgig, worker token: JWT + session + user/coop/member join"),
+    # Marketplace at scale (bench/seed_market.py).
+    Endpoint("GET /api/v1/matches", "app", group="marketplace", needs=frozenset({"market"}),
+             paths=lambda ctx: ctx.extras["matches_paths"], headers={"Authorization": "Bearer ${token_market_client}"},
+             prepare=prepare_matches, check=_check_matches, warm_requests=4, verify=verify_matches,
+             ratio_to=PK_SELECT, goal=0.25,
+             note="client of a 1,000-worker cooperative: ranked, priced workers for a slot (200 query variants)"),
+    Endpoint("POST /api/v1/bookings/{id}/accept", "app", method="POST", group="marketplace",
+             needs=frozenset({"market"}), oneshot=oneshot_accept, expect_rps=400, check=_check_accept,
+             verify=verify_accept, ratio_to=INSERT, goal=0.40,
+             note="each request accepts another offered booking, with that offer's worker's token"),
+    # Payments (bench/bench_webhooks.py): the yardstick, the webhook, and what the webhook waits on.
+    Endpoint(PGBENCH, "pgbench", group="payments", needs=frozenset({"pgbench"}), prepare=prepare_pgbench,
+             run=run_pgbench, note="pgbench -c 16 -j 2 on its own database (-s 10), same PostgreSQL server"),
+    Endpoint("POST /api/v1/payments/stripe/webhook", "app", method="POST", group="payments",
+             needs=frozenset({"market", "stripe"}), prepare=prepare_webhooks, oneshot=oneshot_webhook,
+             expect_rps=150, check=_check_webhook, verify=verify_webhook, ratio_to=PGBENCH, goal=0.30,
+             note="signed payment_intent.succeeded for a completed booking whose capture was requested: "
+                  "re-reads the intent from localstripe, posts the capture to the ledger"),
+    Endpoint("localstripe: GET payment_intent", "stripe", group="payments", needs=frozenset({"stripe"}),
+             paths=_localstripe_paths, prepare=prepare_localstripe,
+             headers={"Authorization": f"Bearer {bench_webhooks.STRIPE_TEST_API_KEY}"},
+             note="localstripe alone: the retrieve (expand latest_charge.balance_transaction) the webhook makes"),
 ]
 
 
@@ -199,6 +409,18 @@ async def _db_stats(admin_dsn: str, dbname: str) -> dict[str, int]:
     finally:
         await conn.close()
     return {"sessions": int(sessions or 0), "open": int(open_now or 0), "version": version}
+
+
+async def _connection_budget(admin_dsn: str) -> dict[str, int]:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        used = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+        most = int(await conn.fetchval("SHOW max_connections"))
+    finally:
+        await conn.close()
+    return {"max": most, "used": int(used), "free": most - int(used)}
 
 
 async def seed(ctx: Context) -> None:
@@ -305,16 +527,45 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / tick
 
 
-def preflight(url: str, method: str, headers: dict[str, str], body: str | None, expect: int) -> None:
-    req = urllib.request.Request(url, method=method, headers=headers,
-                                 data=body.encode() if body is not None else None)
+def send(url: str, method: str, headers: dict[str, str], body: str | bytes | None,
+         timeout: float = 60) -> tuple[int, str, float]:
+    """One request (preflight, warming): (status, body (first MB), seconds)."""
+    data = body.encode() if isinstance(body, str) else body
+    req = urllib.request.Request(url, method=method, headers=headers, data=data)
+    t = time.perf_counter()
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            status, text = resp.status, resp.read(500).decode(errors="replace")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, text = resp.status, resp.read(1 << 20).decode(errors="replace")
     except urllib.error.HTTPError as exc:
-        status, text = exc.code, exc.read(500).decode(errors="replace")
+        status, text = exc.code, exc.read(1 << 20).decode(errors="replace")
+    return status, text, time.perf_counter() - t
+
+
+def preflight(url: str, method: str, headers: dict[str, str], body: str | bytes | None, expect: int,
+              check: Callable[[int, str], str | None] | None = None) -> None:
+    status, text, _ = send(url, method, headers, body)
     if status != expect:
-        raise RuntimeError(f"preflight {method} {url}: expected {expect}, got {status}: {text}")
+        raise RuntimeError(f"preflight {method} {url}: expected {expect}, got {status}: {text[:500]}")
+    problem = check(status, text) if check else None
+    if problem:
+        raise RuntimeError(f"preflight {method} {url}: {problem}: {text[:500]}")
+
+
+def warm(url_paths: list[str], base: str, method: str, headers: dict[str, str], body, n: int,
+         budget_s: float = 90.0) -> float:
+    """n concurrent requests at a time until a whole round answers within 1 s; returns the seconds spent."""
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        for round_ in range(30):
+            futures = [pool.submit(send, base + url_paths[(round_ * n + i) % len(url_paths)], method, headers, body)
+                       for i in range(n)]
+            results = [f.result() for f in futures]
+            bad = [r for r in results if r[0] >= 400]
+            if bad:
+                raise RuntimeError(f"warming: {bad[0][0]}: {bad[0][1][:300]}")
+            if max(r[2] for r in results) < 1.0 or time.perf_counter() - start > budget_s:
+                break
+    return time.perf_counter() - start
 
 
 # ---- one endpoint -----------------------------------------------------------------------------
@@ -324,46 +575,182 @@ def preflight(url: str, method: str, headers: dict[str, str], body: str | None, 
 class Row:
     endpoint: Endpoint
     path: str
-    result: loadgen.WrkResult
-    new_sessions: int
-    open_connections: int
-    server_cpu_us_per_request: float
+    result: loadgen.WrkResult | None
+    new_sessions: int | None = None
+    open_connections: int | None = None
+    server_cpu_us_per_request: float | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _host(base: str) -> str:
+    return urllib.parse.urlsplit(base).netloc
+
+
+def _write_oneshot(ctx: Context, ep: Endpoint, base: str, slug: str, specs: list[RawSpec], tag: str) -> Path:
+    raw = ctx.workdir / f"{slug}.{tag}.raw"
+    loadgen.write_raw_requests(raw, [loadgen.raw_request(m, p, _host(base), h, b) for m, p, h, b in specs])
+    return raw
 
 
 def bench_endpoint(ep: Endpoint, ctx: Context, args, wrk: str) -> Row:
     if ep.prepare is not None:
         asyncio.run(ep.prepare(ctx))
-    base = {"ref": ctx.ref_url, "app": ctx.app_url}[ep.target]
-    path, headers, body = ep.render(ctx)
     slug = "".join(c if c.isalnum() else "_" for c in ep.name).strip("_")
-    paths_file = None
-    if ep.paths is not None and ep.lua_path is None:
-        paths = ep.paths(ctx)
-        paths_file = ctx.workdir / f"{slug}.paths"
-        paths_file.write_text("\n".join(paths) + "\n")
-        path = paths[0]
-    req = loadgen.Request(method=ep.method, path=path, headers=headers, body=body, paths_file=paths_file,
-                          pick=ep.pick, lua_path=ep.lua_path, lua_extra=ep.lua_extra)
-    script = ctx.workdir / f"{slug}.lua"
-    script.write_text(loadgen.lua_script(req, threads=args.threads, name=ep.name))
-    if ep.preflight:
-        preflight(base + path, ep.method, headers, body, ep.expect_status)
-    if args.warmup > 0:
-        loadgen.run_wrk(wrk, base_url=base, script=script, duration=args.warmup,
-                        connections=args.connections, threads=args.threads)
+    if ep.run is not None:  # measured by another tool (pgbench)
+        if args.warmup > 0:
+            ep.run(ctx, args, args.warmup)
+        result = ep.run(ctx, args, args.duration)
+        (RESULTS / "raw").mkdir(exist_ok=True)
+        (RESULTS / "raw" / f"{slug}.txt").write_text(result.raw)
+        return Row(ep, "—", result)
+    base = {"ref": ctx.ref_url, "app": ctx.app_url, "stripe": ctx.stripe_url}[ep.target]
+    notes: list[str] = []
+
+    def wrk_run(script: Path, seconds: float) -> loadgen.WrkResult:
+        return loadgen.run_wrk(wrk, base_url=base, script=script, duration=seconds,
+                               connections=args.connections, threads=args.threads)
+
+    if ep.oneshot is not None:
+        first = asyncio.run(ep.oneshot(ctx, 1))[0]
+        path = first[1]
+        preflight(base + first[1], first[0], first[2], first[3], ep.expect_status, ep.check)
+        script = ctx.workdir / f"{slug}.lua"
+        if args.warmup > 0:
+            n_warm = max(2 * args.connections, int(ep.expect_rps * args.warmup * 1.5))
+            raw = _write_oneshot(ctx, ep, base, slug, asyncio.run(ep.oneshot(ctx, n_warm)), "warmup")
+            script.write_text(loadgen.lua_script(loadgen.Request(raw_file=raw, lua_extra=ep.lua_extra),
+                                                 threads=args.threads, name=ep.name))
+            warm_res = wrk_run(script, args.warmup)
+            rate = max(warm_res.requests_per_sec, 1.0)
+            if warm_res.requests > n_warm:
+                notes.append(f"warm-up sent {warm_res.requests:,} requests for {n_warm:,} prepared (repeats)")
+        else:
+            rate = ep.expect_rps
+        n_run = int(rate * args.duration * 1.5) + 4 * args.connections
+        raw = _write_oneshot(ctx, ep, base, slug, asyncio.run(ep.oneshot(ctx, n_run)), "run")
+        script.write_text(loadgen.lua_script(loadgen.Request(raw_file=raw, lua_extra=ep.lua_extra),
+                                             threads=args.threads, name=ep.name))
+        prepared = n_run
+    else:
+        path, headers, body = ep.render(ctx)
+        paths_file = None
+        paths = None
+        if ep.paths is not None and ep.lua_path is None:
+            paths = ep.paths(ctx)
+            paths_file = ctx.workdir / f"{slug}.paths"
+            paths_file.write_text("\n".join(paths) + "\n")
+            path = paths[0]
+        req = loadgen.Request(method=ep.method, path=path, headers=headers, body=body, paths_file=paths_file,
+                              pick=ep.pick, lua_path=ep.lua_path, lua_extra=ep.lua_extra)
+        script = ctx.workdir / f"{slug}.lua"
+        script.write_text(loadgen.lua_script(req, threads=args.threads, name=ep.name))
+        if ep.preflight:
+            preflight(base + path, ep.method, headers, body, ep.expect_status, ep.check)
+        if ep.warm_requests:
+            spent = warm(paths or [path], base, ep.method, headers, body, ep.warm_requests)
+            notes.append(f"caches warmed in {spent:.1f}s before the warm-up")
+        if args.warmup > 0:
+            wrk_run(script, args.warmup)
+        prepared = None
     before = asyncio.run(_db_stats(args.admin_dsn, args.dbname))
     server = ctx.servers[ep.target]
     cpu_before = group_cpu_seconds(server.proc.pid)
-    result = loadgen.run_wrk(wrk, base_url=base, script=script, duration=args.duration,
-                             connections=args.connections, threads=args.threads)
+    result = wrk_run(script, args.duration)
     cpu = group_cpu_seconds(server.proc.pid) - cpu_before
     open_now = asyncio.run(_db_stats(args.admin_dsn, args.dbname))["open"]
     time.sleep(1.0)  # let backends flush their session counters
     after = asyncio.run(_db_stats(args.admin_dsn, args.dbname))
     (RESULTS / "raw").mkdir(exist_ok=True)
     (RESULTS / "raw" / f"{slug}.txt").write_text(result.raw)
-    return Row(ep, path, result, after["sessions"] - before["sessions"], open_now,
-               cpu / max(result.requests, 1) * 1e6)
+    if prepared is not None:
+        notes.append(f"{prepared:,} one-shot requests prepared for the run")
+        if result.requests > prepared:
+            notes.append(f"⚠ the run sent {result.requests:,}: {result.requests - prepared:,} repeats")
+    row = Row(ep, path, result, after["sessions"] - before["sessions"], open_now,
+              cpu / max(result.requests, 1) * 1e6, notes=notes)
+    if ep.verify is not None:
+        try:
+            row.notes.append(asyncio.run(ep.verify(ctx, row)))
+        except Exception as exc:  # noqa: BLE001  (a report line, never a reason to lose the row)
+            row.notes.append(f"verify failed: {type(exc).__name__}: {exc}")
+    return row
+
+
+# ---- matching, looked at from inside --------------------------------------------------------
+
+
+_LONG_ARRAY = re.compile(r"'\{([0-9a-f-]{36},){3}[^']*\}'")
+
+
+async def explain_matches(ctx: Context, repeats: int = 10) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of the SQL one matches request runs (captured from the app's own
+    code), and where one request's time goes in process: SQL of `matching.candidates` vs the whole
+    `priced_matches` (ranking and one quote per candidate). Written to bench/results/explain_matches.txt."""
+    import asyncpg
+    from sqlalchemy import event
+
+    from app.db import Database
+    from app.models import Service
+    from app.payouts.rate_card import RateCardCache
+    from app.services import bookings, matching
+
+    m = ctx.market
+    c = MATCHES_COOP
+    _, lat, lon = m.city(c)
+    starts = m.slot_day + dt.timedelta(hours=10)
+    ends = starts + dt.timedelta(minutes=180)
+    db = Database(ctx.settings)
+    captured: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        captured.append((statement, parameters))
+
+    rate_cards = RateCardCache()
+    out = []
+    try:
+        async with db.sessionmaker() as s:
+            service = await s.get(Service, m.service_ids[c][0])
+            now = dt.datetime.now(dt.UTC)
+            await bookings.priced_matches(s, rate_cards, cooperative_id=m.coop_ids[c], service=service,
+                                          starts_at=starts, duration_minutes=180, lat=lat, lon=lon, now=now)
+            t = time.perf_counter()
+            for _ in range(repeats):
+                found = await matching.candidates(s, cooperative_id=m.coop_ids[c], service_id=service.id,
+                                                  starts_at=starts, ends_at=ends, lat=lat, lon=lon)
+            sql_ms = (time.perf_counter() - t) / repeats * 1e3
+            t = time.perf_counter()
+            for _ in range(repeats):
+                priced = await bookings.priced_matches(s, rate_cards, cooperative_id=m.coop_ids[c], service=service,
+                                                       starts_at=starts, duration_minutes=180, lat=lat, lon=lon,
+                                                       now=now)
+            total_ms = (time.perf_counter() - t) / repeats * 1e3
+            event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
+            await matching.candidates(s, cooperative_id=m.coop_ids[c], service_id=service.id, starts_at=starts,
+                                      ends_at=ends, lat=lat, lon=lon)
+            event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+    finally:
+        await db.dispose()
+    conn = await asyncpg.connect(ctx.ref_dsn)
+    exec_ms = []
+    try:
+        for statement, params in captured:
+            plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + statement, *params)
+            lines = [r[0] for r in plan]
+            exec_ms += [float(x.split(":")[1].split()[0]) for x in lines if x.startswith("Execution Time")]
+            out.append(statement + "\n\n" + "\n".join(_LONG_ARRAY.sub("'{...}'", x) for x in lines))
+    finally:
+        await conn.close()
+    text = (f"cooperative {m.coop_slugs[c]} ({m.plan.workers_per_coop} workers), slot {starts.isoformat()} + 180 min, "
+            f"client at the centre of {m.city(c)[0]}\n"
+            f"in process, mean of {repeats}: matching.candidates {sql_ms:.1f} ms ({len(found)} candidates); "
+            f"priced_matches {total_ms:.1f} ms ({len(priced)} priced, the API returns the first "
+            f"{min(len(priced), 20)})\n\n" + "\n\n----\n\n".join(out))
+    (RESULTS / "explain_matches.txt").write_text(text)
+    return (f"{len(found)} candidates per request here; in process: candidates SQL {sql_ms:.1f} ms, "
+            f"priced_matches {total_ms:.1f} ms (so {total_ms - sql_ms:.1f} ms of ranking + quotes + the "
+            f"expected-salary query); EXPLAIN ANALYZE execution " + " + ".join(f"{x:.1f}" for x in exec_ms)
+            + " ms (bench/results/explain_matches.txt)")
 
 
 # ---- report -----------------------------------------------------------------------------------
@@ -373,36 +760,72 @@ def _ratio(value: float, ref: float | None) -> str:
     return f"{value / ref:.2f}" if ref else "—"
 
 
-def render(rows: list[Row], meta: dict[str, str]) -> str:
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def render(rows: list[Row], meta: dict[str, str], extra: list[str] | None = None) -> str:
     by_name = {r.endpoint.name: r for r in rows}
-    const = by_name[CONSTANT].result.requests_per_sec if CONSTANT in by_name else None
-    pk = by_name[PK_SELECT].result.requests_per_sec if PK_SELECT in by_name else None
+
+    def rps(name: str | None) -> float | None:
+        r = by_name.get(name) if name else None
+        return r.result.requests_per_sec if r is not None and r.result is not None else None
+
     out = [f"# coopgig benchmark — {meta['date']}", "",
            " · ".join(f"{k}: {v}" for k, v in meta.items() if k != "date"), "",
-           "| endpoint | requests/s | p99 ms | ratio to constant | ratio to pk-select |",
-           "|---|---:|---:|---:|---:|"]
-    flagged = False
+           "| endpoint | requests/s | p99 ms | ratio | target | ratio is to |",
+           "|---|---:|---:|---:|---:|---|"]
+    flagged = missed = False
     for r in rows:
-        res = r.result
+        ep, res = r.endpoint, r.result
+        if res is None:
+            out.append(f"| {ep.name} | failed | — | — | {'≥ ' + format(ep.goal, '.2f') if ep.goal else ''} | "
+                       f"{ep.ratio_to or ''} |")
+            flagged = True
+            continue
         mark = ""
         if res.non_2xx_3xx or res.socket_error_total:
             mark, flagged = " ⚠", True
-        out.append(f"| {r.endpoint.name} | {res.requests_per_sec:,.0f}{mark} | {res.p99_ms:.2f} | "
-                   f"{_ratio(res.requests_per_sec, const)} | {_ratio(res.requests_per_sec, pk)} |")
+        ref = rps(ep.ratio_to)
+        ratio = _ratio(res.requests_per_sec, ref) if ep.ratio_to else ""
+        target = ""
+        if ep.goal is not None:
+            ok = ref is not None and res.requests_per_sec / ref >= ep.goal
+            missed |= not ok
+            target = f"≥ {ep.goal:.2f} {'✓' if ok else '✗'}"
+        unit = " (TPS)" if ep.target == "pgbench" else ""
+        out.append(f"| {ep.name} | {res.requests_per_sec:,.0f}{unit}{mark} | {_fmt(res.p99_ms, '.2f')} | {ratio} | "
+                   f"{target} | {ep.ratio_to or ''} |")
     out.append("")
-    out.append("Ratios are requests/s of the row divided by requests/s of the reference (1.00 = as fast).")
+    out.append("ratio = requests/s of the row ÷ requests/s of the row named in the last column "
+               "(pgbench: transactions/s). ✗ = below its target.")
     if flagged:
-        out.append("⚠ = some responses were errors (non-2xx/3xx) or socket errors: see the details below.")
+        out.append("⚠ = some responses were errors (non-2xx/3xx, pgbench: failed transactions) or socket errors, "
+                   "or the row failed: see the details below.")
     out += ["", "<details><summary>Details</summary>", "",
             "| endpoint | request | p50 ms | p90 ms | requests | non-2xx/3xx | socket errors | "
             "server CPU µs/req | new DB sessions | DB conns open | what |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         res, ep = r.result, r.endpoint
-        path = r.path if ep.paths is None and ep.lua_path is None else f"{r.path} (…{ep.pick})"
-        out.append(f"| {ep.name} | {ep.method} {path} | {res.latency_ms.get(50, float('nan')):.2f} | "
-                   f"{res.latency_ms.get(90, float('nan')):.2f} | {res.requests:,} | {res.non_2xx_3xx} | "
-                   f"{res.socket_error_total} | {r.server_cpu_us_per_request:,.0f} | {r.new_sessions} | {r.open_connections} | {ep.note} |")
+        if res is None:
+            out.append(f"| {ep.name} | — | — | — | — | — | — | — | — | — | FAILED: {r.error} |")
+            continue
+        if ep.oneshot is not None:
+            path = f"{ep.method} {r.path} (…one-shot, one per request)"
+        elif ep.run is not None:
+            path = "pgbench TPC-B (built-in script)"
+        else:
+            path = ep.method + " " + (r.path if ep.paths is None and ep.lua_path is None else f"{r.path} (…{ep.pick})")
+        out.append(f"| {ep.name} | {path} | {_fmt(res.latency_ms.get(50), '.2f')} | "
+                   f"{_fmt(res.latency_ms.get(90), '.2f')} | {res.requests:,} | {res.non_2xx_3xx} | "
+                   f"{res.socket_error_total} | {_fmt(r.server_cpu_us_per_request, ',.0f')} | "
+                   f"{_fmt(r.new_sessions, 'd')} | {_fmt(r.open_connections, 'd')} | {ep.note} |")
+    notes = [(r.endpoint.name, n) for r in rows for n in r.notes]
+    if notes or extra:
+        out += ["", "Notes:", ""]
+        out += [f"- {line}" for line in (extra or [])]
+        out += [f"- **{name}**: {n}" for name, n in notes]
     out += ["", "</details>", ""]
     return "\n".join(out)
 
@@ -429,11 +852,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of measured load per endpoint")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load before each (0: none)")
     p.add_argument("--connections", type=int, default=32)
-    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (and pgbench -j)")
     p.add_argument("--workers", type=int, default=2, help="uvicorn workers of each server")
     p.add_argument("--only", action="append", default=[], metavar="TEXT",
-                   help="only endpoints whose name contains TEXT (repeatable; the references used for the "
-                        "ratios are always run)")
+                   help="only endpoints whose name or group (core, marketplace, payments) contains TEXT "
+                        "(repeatable; the references their ratios need always run)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="size of the seeded marketplace: 1.0 = 100 cooperatives, 100,000 workers, 1,000,000 "
+                        "past bookings; 0.1 = 10 cooperatives of 1,000 workers (default: %(default)s)")
+    p.add_argument("--pgbench-scale", type=int, default=10, help="pgbench -i -s (default: %(default)s)")
+    p.add_argument("--pgbench-clients", type=int, default=16, help="pgbench -c (default: %(default)s)")
     p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the coopgig server, e.g. DB_POOL_SIZE=20 (repeatable; "
                         "for experiments: say so when you quote the numbers)")
@@ -445,9 +873,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--warmup must be between 0 and 120 seconds")
     if args.connections < 1 or args.threads < 1 or args.connections < args.threads:
         p.error("need connections >= threads >= 1")
+    if not 0 < args.scale <= 1.0:
+        p.error("--scale must be in (0, 1]")
+    if not 1 <= args.pgbench_scale <= 100 or not 1 <= args.pgbench_clients <= 64:
+        p.error("--pgbench-scale must be 1-100 and --pgbench-clients 1-64")
     if any("=" not in kv for kv in args.app_env):
         p.error("--app-env takes KEY=VALUE")
     return args
+
+
+def select(only: list[str]) -> list[Endpoint]:
+    """The endpoints --only names, the references their ratios need, and the two yardsticks."""
+    by_name = {ep.name: ep for ep in ENDPOINTS}
+    wanted = {ep.name for ep in ENDPOINTS if not only
+              or any(t.lower() in ep.name.lower() or t.lower() == ep.group for t in only)}
+    wanted |= {CONSTANT, PK_SELECT}
+    while True:
+        more = {by_name[n].ratio_to for n in wanted if by_name[n].ratio_to} - wanted
+        if not more:
+            break
+        wanted |= more
+    return [ep for ep in ENDPOINTS if ep.name in wanted]
 
 
 def _exit_on_sigterm(*_) -> None:
@@ -458,21 +904,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
         for ep in ENDPOINTS:
-            print(f"{ep.name:<28} {ep.target:<4} {ep.note}")
+            print(f"{ep.name:<40} {ep.group:<12} {ep.target:<8} {ep.note}")
         return 0
-    selected = [ep for ep in ENDPOINTS if not args.only or ep.name in (CONSTANT, PK_SELECT)
-                or any(t.lower() in ep.name.lower() for t in args.only)]
     names = [ep.name for ep in ENDPOINTS]
     if len(set(names)) != len(names):
         raise SystemExit("bench: two endpoints have the same name")
+    selected = select(args.only)
+    needs = set().union(*(ep.needs for ep in selected))
+    if "stripe" in needs and (why := bench_webhooks.localstripe_available()):
+        raise SystemExit(f"bench: the payments group needs localstripe: {why}")
 
     parsed = _check_database_url(args.database_url)
+    args.parsed = parsed
     args.dbname = parsed.database
     args.admin_dsn = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
     wrk = loadgen.ensure_wrk()
     RESULTS.mkdir(parents=True, exist_ok=True)
     workdir = RESULTS / "work"
     workdir.mkdir(exist_ok=True)
+    for old in workdir.glob("*.raw"):
+        old.unlink()
 
     # A SIGTERM (or a CI timeout) must still stop the servers and drop the database.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -481,53 +932,101 @@ def main(argv: list[str] | None = None) -> int:
     from app.config import Settings
 
     jwt_secret = secrets.token_urlsafe(48)
+    webhook_secret = "whsec_bench_" + secrets.token_hex(16)
     settings = Settings(environment="development", database_url=args.database_url,
                         password_hash_profile="CHEAPEST", jwt_secret=jwt_secret,
                         access_token_ttl_seconds=TOKEN_TTL_SECONDS, log_level="WARNING")
     ref_dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-    ctx = Context(database_url=args.database_url, ref_dsn=ref_dsn, settings=settings, workdir=workdir)
+    ctx = Context(database_url=args.database_url, ref_dsn=ref_dsn, settings=settings, workdir=workdir, args=args,
+                  webhook_secret=webhook_secret)
 
     servers: list[Server] = []
     rows: list[Row] = []
-    load_before = os.getloadavg()[0]
-    if load_before > 0.5:
-        print(f"bench: warning: the machine is busy (load average {load_before:.2f}); numbers will be noisy",
+    extra: list[str] = []
+    load_before = os.getloadavg()
+    if load_before[0] > 0.5:
+        print(f"bench: warning: the machine is busy (load average {load_before[0]:.2f}); numbers will be noisy",
               flush=True)
     print(f"bench: database {parsed.database} (fresh), wrk {args.threads} threads / {args.connections} "
-          f"connections, {args.warmup:g}s warm-up + {args.duration:g}s per endpoint", flush=True)
+          f"connections, {args.warmup:g}s warm-up + {args.duration:g}s per endpoint; "
+          f"{len(selected)} rows: {', '.join(ep.name for ep in selected)}", flush=True)
     recreate_database(parsed)
+    budget = asyncio.run(_connection_budget(args.admin_dsn))
+    if budget["free"] < 80:
+        print(f"bench: warning: PostgreSQL has max_connections {budget['max']} and {budget['used']} in use "
+              f"elsewhere: the servers' pools may not all fit (errors 'too many clients')", flush=True)
+    db_version = "?"
     try:
         migrate.upgrade(args.database_url)
         asyncio.run(seed(ctx))
         asyncio.run(reference_app.prepare(ref_dsn))
+        if "market" in needs:
+            plan = seed_market.plan_for(args.scale)
+            print(f"bench: seeding the marketplace (--scale {args.scale:g}: {plan.cooperatives} cooperatives, "
+                  f"{plan.workers:,} workers, {plan.bookings:,} past bookings) ...", flush=True)
+            ctx.market = asyncio.run(seed_market.seed(args.database_url, scale=args.scale))
+            t = ctx.market.timings
+            print("bench: seeded in " + f"{t['total']:.1f}s (" +
+                  ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if k != "total") + ")", flush=True)
+            extra.append(f"marketplace seeded in {t['total']:.1f}s at --scale {args.scale:g} (COPY; "
+                         + ", ".join(f"{k} {v:.1f}s" for k, v in t.items() if k != "total") + "): "
+                         + ", ".join(f"{k} {v:,}" for k, v in ctx.market.rows.items()))
 
         base_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         app_port = free_port()
         ref_port = free_port({app_port})
-        servers.append(start_server("app", "app.main:app", app_port, {
+        stripe_env = {}
+        if "stripe" in needs:
+            stripe_port = free_port({app_port, ref_port})
+            ls = bench_webhooks.start_localstripe(stripe_port, RESULTS / "logs" / "localstripe.log")
+            servers.append(Server("localstripe", ls.proc, ls.url, ls.log))
+            ctx.stripe_url = ls.url
+            ctx.servers["stripe"] = servers[-1]
+            stripe_env = {"STRIPE_API_KEY": bench_webhooks.STRIPE_TEST_API_KEY, "STRIPE_API_BASE": ls.url}
+        app_server = start_server("app", "app.main:app", app_port, {
             **base_env, "DATABASE_URL": args.database_url, "JWT_SECRET": jwt_secret, "LOG_LEVEL": "WARNING",
             "ENVIRONMENT": "development", "ACCESS_TOKEN_TTL_SECONDS": str(TOKEN_TTL_SECONDS),
-            **dict(kv.split("=", 1) for kv in args.app_env)}, args.workers))
-        servers.append(start_server("reference", "bench.reference_app:app", ref_port, {
-            **base_env, "REF_DATABASE_URL": ref_dsn}, args.workers))
-        wait_ready(servers[0], "/healthz")
-        wait_ready(servers[1], "/ref/constant")
-        ctx.app_url, ctx.ref_url = servers[0].url, servers[1].url
-        ctx.servers = {"app": servers[0], "ref": servers[1]}
+            "STRIPE_WEBHOOK_SECRET": webhook_secret, **stripe_env,
+            **dict(kv.split("=", 1) for kv in args.app_env)}, args.workers)
+        servers.append(app_server)
+        ref_server = start_server("reference", "bench.reference_app:app", ref_port, {
+            **base_env, "REF_DATABASE_URL": ref_dsn}, args.workers)
+        servers.append(ref_server)
+        wait_ready(app_server, "/healthz")
+        wait_ready(ref_server, "/ref/constant")
+        ctx.app_url, ctx.ref_url = app_server.url, ref_server.url
+        ctx.servers.update(app=app_server, ref=ref_server)
 
-        for ep in selected:
+        for i, ep in enumerate(selected):
+            if ref_server.proc.poll() is None and all(e.target != "ref" for e in selected[i:]):
+                # PostgreSQL's connections are few (max_connections, shared with anything else on the
+                # server): the reference app's pools are not needed any more.
+                stop_server(ref_server)
             print(f"bench: {ep.name} ...", end=" ", flush=True)
-            row = bench_endpoint(ep, ctx, args, wrk)
+            try:
+                row = bench_endpoint(ep, ctx, args, wrk)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001  (one failed row must not lose the others)
+                row = Row(ep, "—", None, error=f"{type(exc).__name__}: {str(exc)[:600]}")
+                print(f"FAILED: {row.error}", flush=True)
+                rows.append(row)
+                continue
             rows.append(row)
             res = row.result
-            print(f"{res.requests_per_sec:,.0f} req/s, p99 {res.p99_ms:.2f} ms"
+            print(f"{res.requests_per_sec:,.0f} req/s, p99 {_fmt(res.p99_ms, '.2f')} ms"
                   + (f", {res.non_2xx_3xx} non-2xx" if res.non_2xx_3xx else ""), flush=True)
+            for n in row.notes:
+                print(f"bench:   {n}", flush=True)
         db_version = asyncio.run(_db_stats(args.admin_dsn, args.dbname))["version"]
     finally:
         for server in reversed(servers):
             stop_server(server)
         drop_database(parsed)
+        if "pgbench" in needs:
+            bench_webhooks.pgbench_drop(parsed)
 
+    load_after = os.getloadavg()
     meta = {
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "commit": _git_rev(),
@@ -537,21 +1036,26 @@ def main(argv: list[str] | None = None) -> int:
         "load": f"{loadgen.wrk_version(wrk).split(' [')[0]}, {args.threads} threads, {args.connections} "
                 f"connections, {args.warmup:g}s warm-up + {args.duration:g}s each",
         "servers": f"uvicorn --workers {args.workers} each, wrk on the same machine",
-        "load average": f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
+        **({"scale": f"{args.scale:g}"} if "market" in needs else {}),
+        "load average (1/5/15 min)": f"{'/'.join(f'{x:.2f}' for x in load_before)} before, "
+                                     f"{'/'.join(f'{x:.2f}' for x in load_after)} after",
         **({"app env": " ".join(args.app_env)} if args.app_env else {}),
     }
-    report = render(rows, meta)
+    report = render(rows, meta, extra)
     print()
     print(report)
     (RESULTS / "latest.md").write_text(report)
-    (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, "rows": [
-        {"endpoint": r.endpoint.name, "target": r.endpoint.target, "method": r.endpoint.method, "path": r.path,
-         "requests_per_sec": r.result.requests_per_sec, "latency_ms": r.result.latency_ms,
-         "requests": r.result.requests, "non_2xx_3xx": r.result.non_2xx_3xx,
-         "socket_errors": r.result.socket_errors, "new_db_sessions": r.new_sessions,
-         "server_cpu_us_per_request": r.server_cpu_us_per_request} for r in rows]}, indent=2))
+    (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, "notes": extra, "rows": [
+        {"endpoint": r.endpoint.name, "group": r.endpoint.group, "target": r.endpoint.target,
+         "method": r.endpoint.method, "path": r.path, "error": r.error,
+         "ratio_to": r.endpoint.ratio_to, "goal": r.endpoint.goal, "notes": r.notes,
+         **({} if r.result is None else {
+             "requests_per_sec": r.result.requests_per_sec, "latency_ms": r.result.latency_ms,
+             "requests": r.result.requests, "non_2xx_3xx": r.result.non_2xx_3xx,
+             "socket_errors": r.result.socket_errors, "new_db_sessions": r.new_sessions,
+             "server_cpu_us_per_request": r.server_cpu_us_per_request})} for r in rows]}, indent=2))
     print(f"bench: written to {RESULTS / 'latest.md'}")
-    return 1 if any(r.result.non_2xx_3xx for r in rows) else 0
+    return 1 if any(r.result is None or r.result.non_2xx_3xx for r in rows) else 0
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ TRANSITIONS: dict[tuple[str | None, str], frozenset[str]] = {
     ("in_progress", "completed"): frozenset({"worker"}),
     ("completed", "refunded"): frozenset({"staff", "system"}),
     ("completed", "disputed"): frozenset({"system"}),
-    ("disputed", "completed"): frozenset({"system"}),
+    ("disputed", "completed"): frozenset({"system"}),  # dispute won
+    ("disputed", "refunded"): frozenset({"system"}),  # dispute lost: the client got the money back
     ("cancelled", "refunded"): frozenset({"staff", "system"}),
 }
 # Earliest start: work often begins early by agreement (API.md).

@@ -76,10 +76,11 @@ async def _apply(session: AsyncSession, gateway: PaymentGateway, event_type: str
     intent = await gateway.retrieve_intent(pi_id)
     if intent is None:
         return "intent unknown to the processor"
-    return await reconcile(session, booking, intent, now)
+    return await reconcile(session, booking, intent, now, failed_event=event_type == "payment_intent.payment_failed")
 
 
-async def reconcile(session: AsyncSession, booking: Booking, intent: IntentState, now: datetime) -> str:
+async def reconcile(session: AsyncSession, booking: Booking, intent: IntentState, now: datetime, *,
+                    failed_event: bool = False) -> str:
     """Bring the booking in line with the intent's current state."""
     if intent.status == "requires_capture":
         if booking.status == "pending_payment":
@@ -107,7 +108,8 @@ async def reconcile(session: AsyncSession, booking: Booking, intent: IntentState
             booking.payment_issue = "the payment hold was canceled before the work was done"
             return "hold lost: flagged to staff"
         return "canceled (nothing to do)"
-    if intent.status == "requires_payment_method":
+    if intent.status == "requires_payment_method" and failed_event:
+        # (A new intent waiting for the client's card is in this state too: only a failure event counts.)
         if booking.status == "completed" and booking.payment_status in ("capture_pending", "capture_requested"):
             return await _cover_failed_capture(session, booking, now)
         booking.payment_status = "failed"
