@@ -7,7 +7,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.deps import GatewayDep, NowDep, SessionDep, SettingsDep, StaffUser
+from app.deps import CurrentUser, GatewayDep, NowDep, SessionDep, SettingsDep, StaffUser
+from app.errors import Forbidden
 from app.payments.stripe_events import verify_and_parse
 from app.routers import idempotent
 from app.routers.bookings import booking_public
@@ -44,3 +45,14 @@ async def refund(booking_id: uuid.UUID, body: RefundIn, request: Request, user: 
         return booking_public(booking, role=user.role, member_id=None)
 
     return await idempotent.run(request, session=session, user_id=user.user_id, status_code=200, handler=handler)
+
+
+@router.post("/bookings/{booking_id}/payment/sync")
+async def sync_payment(booking_id: uuid.UUID, user: CurrentUser, session: SessionDep, gateway: GatewayDep,
+                       now: NowDep):
+    """The client's app, after confirming the payment: apply the processor's state now."""
+    if user.role not in ("client", "staff", "admin"):
+        raise Forbidden("Only the booking's client or staff can do this", code="wrong_role")
+    booking = await payments.sync_payment(session, gateway, booking_id=booking_id, user_id=user.user_id,
+                                          role=user.role, cooperative_id=user.cooperative_id, now=now)
+    return booking_public(booking, role=user.role, member_id=None)

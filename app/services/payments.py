@@ -246,3 +246,17 @@ async def refund(session: AsyncSession, gateway: PaymentGateway, *, booking_id: 
                        actor_user_id=actor_user_id, now=now)
     await session.commit()
     return booking
+
+
+async def sync_payment(session: AsyncSession, gateway: PaymentGateway, *, booking_id: uuid.UUID, user_id: uuid.UUID,
+                       role: str, cooperative_id: uuid.UUID, now: datetime) -> Booking:
+    """Re-read the booking's payment at the processor and apply it, without waiting for the webhook
+    (the client's app calls this right after confirming the payment)."""
+    booking = await bookings.visible_booking(session, booking_id=booking_id, user_id=user_id, role=role,
+                                             cooperative_id=cooperative_id, member_id=None, for_update=True)
+    if booking.payment_intent_id and booking.payment_provider == gateway.provider:
+        intent = await gateway.retrieve_intent(booking.payment_intent_id)
+        if intent is not None:
+            await reconcile(session, booking, intent, now)
+            await session.commit()
+    return booking

@@ -264,3 +264,19 @@ async def test_a_lost_dispute_is_borne_by_the_guarantee_fund_or_reversed(client,
     await deliver(client, "charge.dispute.closed", {**dispute2, "status": "lost"})
     final = await balances(db, market.slug)
     assert final[rules.GUARANTEE_FUND] == done["price_cents"] and sum(final.values()) == 0
+
+
+async def test_the_clients_app_can_sync_its_payment_without_waiting_for_the_webhook(client, db, stripe_settings,
+                                                                                      localstripe_url):
+    market = await make_market(client, db, stripe_settings, workers=1)
+    booking = (await client.post("/bookings", json=booking_body(market), headers=market.client.headers)).json()
+    url = f"/bookings/{booking['id']}/payment/sync"
+    before = await client.post(url, headers=market.client.headers)
+    assert before.status_code == 200 and before.json()["status"] == "pending_payment"  # not confirmed yet
+    await confirm_payment_intent(localstripe_url, booking["payment"]["payment_intent_id"],
+                                 booking["payment"]["client_secret"])
+    after = await client.post(url, headers=market.client.headers)
+    assert after.json()["status"] == "offered" and after.json()["payment"]["status"] == "authorized"
+    assert (await client.post(url, headers=market.workers[0].headers)).status_code == 403
+    other = await make_market(client, db, stripe_settings, workers=0)
+    assert (await client.post(url, headers=other.client.headers)).status_code == 404
