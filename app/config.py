@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Offer expiry and payment retries (app/background.py), in every API process; 0 turns it off.
+    background_interval_seconds: float = Field(default=30.0, ge=0)
     log_level: str = "INFO"
     log_json: bool = True
 

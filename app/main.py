@@ -1,11 +1,14 @@
 """The FastAPI application factory: settings, database, routers, error handlers, middleware."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app import background
 from app.config import Settings, get_settings
 from app.db import Database, utcnow
 from app.payments.factory import make_gateway
@@ -27,7 +30,14 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Load OpenFisca now (seconds, off the event loop) rather than on the first quote.
         await get_engine()
+        sweeper = None
+        if settings.background_interval_seconds > 0:
+            sweeper = asyncio.create_task(background.run_periodically(app, settings.background_interval_seconds))
         yield
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         if hasattr(app.state.gateway, "aclose"):
             await app.state.gateway.aclose()
         if database is None:  # an injected database belongs to the caller (tests)

@@ -623,11 +623,13 @@ def bench_endpoint(ep: Endpoint, ctx: Context, args, wrk: str) -> Row:
                                                  threads=args.threads, name=ep.name))
             warm_res = wrk_run(script, args.warmup)
             rate = max(warm_res.requests_per_sec, 1.0)
-            if warm_res.requests > n_warm:
-                notes.append(f"warm-up sent {warm_res.requests:,} requests for {n_warm:,} prepared (repeats)")
+            if warm_res.repeats:
+                notes.append(f"the warm-up repeated {warm_res.repeats:,} requests ({n_warm:,} prepared)")
         else:
             rate = ep.expect_rps
-        n_run = int(rate * args.duration * 1.5) + 4 * args.connections
+        # Each wrk thread walks its own share, and threads do not go at the same pace (their
+        # connections land on different uvicorn workers): a wide margin, and repeats are counted.
+        n_run = int(rate * args.duration * 2.5) + 4 * args.connections
         raw = _write_oneshot(ctx, ep, base, slug, asyncio.run(ep.oneshot(ctx, n_run)), "run")
         script.write_text(loadgen.lua_script(loadgen.Request(raw_file=raw, lua_extra=ep.lua_extra),
                                              threads=args.threads, name=ep.name))
@@ -664,9 +666,11 @@ def bench_endpoint(ep: Endpoint, ctx: Context, args, wrk: str) -> Row:
     (RESULTS / "raw").mkdir(exist_ok=True)
     (RESULTS / "raw" / f"{slug}.txt").write_text(result.raw)
     if prepared is not None:
-        notes.append(f"{prepared:,} one-shot requests prepared for the run")
-        if result.requests > prepared:
-            notes.append(f"⚠ the run sent {result.requests:,}: {result.requests - prepared:,} repeats")
+        notes.append(f"{prepared:,} one-shot requests prepared for the run, {result.requests:,} sent, "
+                     f"{result.repeats if result.repeats is not None else '?'} of them repeats")
+        if result.repeats:
+            notes.append(f"⚠ {result.repeats:,} requests were repeats (a wrk thread ran out of its share): "
+                         "they are not the action measured")
     row = Row(ep, path, result, after["sessions"] - before["sessions"], open_now,
               cpu / max(result.requests, 1) * 1e6, notes=notes)
     if ep.verify is not None:
@@ -784,7 +788,7 @@ def render(rows: list[Row], meta: dict[str, str], extra: list[str] | None = None
             flagged = True
             continue
         mark = ""
-        if res.non_2xx_3xx or res.socket_error_total:
+        if res.non_2xx_3xx or res.socket_error_total or (ep.oneshot is not None and res.repeats):
             mark, flagged = " ⚠", True
         ref = rps(ep.ratio_to)
         ratio = _ratio(res.requests_per_sec, ref) if ep.ratio_to else ""
@@ -801,7 +805,7 @@ def render(rows: list[Row], meta: dict[str, str], extra: list[str] | None = None
                "(pgbench: transactions/s). ✗ = below its target.")
     if flagged:
         out.append("⚠ = some responses were errors (non-2xx/3xx, pgbench: failed transactions) or socket errors, "
-                   "or the row failed: see the details below.")
+                   "one-shot requests were repeated, or the row failed: see the details below.")
     out += ["", "<details><summary>Details</summary>", "",
             "| endpoint | request | p50 ms | p90 ms | requests | non-2xx/3xx | socket errors | "
             "server CPU µs/req | new DB sessions | DB conns open | what |",

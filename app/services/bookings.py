@@ -98,18 +98,35 @@ async def priced_matches(session: AsyncSession, rate_cards, *, cooperative_id: u
         return []
     ctx = await quotes.context(session, rate_cards, cooperative=coop, coop_settings=coop_settings, at=now,
                                period=quotes.period_of(starts_at))
+    ids = [uuid.UUID(r.candidate.member_id) for r in found]
     expected = dict((await session.execute(select(Member.id, Member.fixed_monthly_gross_cents).where(
-        Member.id.in_([uuid.UUID(r.candidate.member_id) for r in found])))).all())
+        Member.id.in_(ids)))).all())
+    turnover = await yearly_turnover(session, member_ids=ids, at=starts_at) if ctx.schedule.contribution_tiers else {}
     priced = []
     for r in found:
+        member_id = uuid.UUID(r.candidate.member_id)
         try:
             q = quotes.quote(ctx, hourly_rate_cents=r.candidate.hourly_rate_cents, minutes=duration_minutes,
-                             vat_rate_bps=service.vat_rate_bps,
-                             expected_monthly_gross_cents=expected.get(uuid.UUID(r.candidate.member_id)))
+                             vat_rate_bps=service.vat_rate_bps, expected_monthly_gross_cents=expected.get(member_id),
+                             yearly_turnover_before_cents=turnover.get(member_id, 0))
         except PriceTooLow:
             continue  # a rate too low to leave anything for the member is never offered
         priced.append(PricedCandidate(r, q))
     return priced
+
+
+async def yearly_turnover(session: AsyncSession, *, member_ids: list[uuid.UUID], at: datetime) -> dict[uuid.UUID, int]:
+    """Each member's turnover excl. VAT so far in `at`'s calendar year (captured payments, less
+    refunds pro rata): what tiered contribution rates are applied to (DESIGN.md "Fee schedule")."""
+    year_start = at.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    kept = Booking.price_excl_vat_cents - func.coalesce(
+        Booking.refunded_cents * Booking.price_excl_vat_cents / func.nullif(Booking.captured_cents, 0), 0)
+    rows = await session.execute(
+        select(Booking.worker_member_id, func.sum(kept))
+        .where(Booking.worker_member_id.in_(member_ids), Booking.captured_cents > 0,
+               Booking.starts_at >= year_start, Booking.starts_at < at)
+        .group_by(Booking.worker_member_id))
+    return {member: int(total or 0) for member, total in rows.all()}
 
 
 def _validate_slot(body: NewBooking, coop_settings: CooperativeSettings, now: datetime) -> None:
@@ -583,8 +600,10 @@ async def expire_due(session: AsyncSession, gateway: PaymentGateway, rate_cards,
 
 async def retry_pending_payments(session: AsyncSession, gateway: PaymentGateway, *, now: datetime) -> int:
     """Finish payment steps a crash or an outage left pending (idempotent at the processor)."""
+    # Only steps left alone for a while: a request may be between its two phases right now.
     pending = list((await session.execute(select(Booking).where(
-        Booking.payment_status.in_(("capture_pending", "release_pending"))))).scalars())
+        Booking.payment_status.in_(("capture_pending", "release_pending")),
+        Booking.updated_at < now - timedelta(minutes=1)).with_for_update(skip_locked=True))).scalars())
     for booking in pending:
         await _settle_payment(session, gateway, booking, now)
     return len(pending)

@@ -324,3 +324,31 @@ async def test_one_worker_accepting_two_overlapping_bookings_at_once_gets_one(cl
     results = await asyncio.gather(*(client.post(f"/bookings/{x['id']}/accept", headers=worker.headers) for x in (a, b)))
     assert sorted(r.status_code for r in results) == [200, 409]
     assert [r.json()["error"]["code"] for r in results if r.status_code == 409] == ["overlapping_booking"]
+
+
+async def test_tiered_contributions_apply_to_the_members_yearly_turnover(client, db, settings, clock):
+    market = await make_market(client, db, settings, workers=2)  # 30 €/h and 31 €/h
+    veteran, newcomer = market.workers
+    # 10% up to 100 € of yearly turnover, 5% above: the veteran already made 90 € this year.
+    resp = await client.post(f"/cooperatives/{market.slug}/fee-schedule", headers=market.staff.headers, json={
+        "contribution_rate_bps": 1000, "contribution_tiers": [{"above_yearly_turnover_cents": 10_000, "rate_bps": 500}],
+        "processing_fee_payer": "member", "processing_fee_bps": 150, "processing_fee_fixed_cents": 25,
+        "reason": "tiers voted in assembly"})
+    assert resp.status_code == 201
+    first = (await client.post("/bookings", headers=market.client.headers,
+                               json=booking_body(market, worker_id=veteran.member_id))).json()
+    await client.post(f"/bookings/{first['id']}/accept", headers=veteran.headers)
+    clock.advance(timedelta(days=2))
+    await client.post(f"/bookings/{first['id']}/start", headers=veteran.headers)
+    done = await client.post(f"/bookings/{first['id']}/complete", json={"actual_minutes": 180}, headers=veteran.headers)
+    assert done.json()["payment"]["status"] == "captured"
+    later = next_day_at(10, 3)
+    if later.year != clock().year:
+        pytest.skip("the year turns during the test")
+    matches = (await client.get("/matches", headers=market.client.headers, params={
+        "service_id": market.service_id, "starts_at": later.isoformat(), "duration_minutes": 180,
+        "lat": 45.7640, "lon": 4.8357})).json()
+    contribution = {m["worker_id"]: next(line["amount_cents"] for line in m["breakdown"]["lines"]
+                                         if line["code"] == "coop_contribution") for m in matches}
+    # veteran: 10 € at 10% then 80 € at 5% = 5.00 €; newcomer: 93 € all at 10% = 9.30 €
+    assert contribution == {veteran.member_id: 500, newcomer.member_id: 930}
