@@ -956,7 +956,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(selected)} rows: {', '.join(ep.name for ep in selected)}", flush=True)
     recreate_database(parsed)
     budget = asyncio.run(_connection_budget(args.admin_dsn))
-    if budget["free"] < 80:
+    if budget["free"] < 70:
         print(f"bench: warning: PostgreSQL has max_connections {budget['max']} and {budget['used']} in use "
               f"elsewhere: the servers' pools may not all fit (errors 'too many clients')", flush=True)
     db_version = "?"

@@ -27,12 +27,20 @@ from app.services.bookings import SYSTEM
 log = logging.getLogger("coopgig.payments")
 
 
+def _object_of(event: dict[str, Any]) -> dict[str, Any]:
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    return obj if isinstance(obj, dict) else {}
+
+
 def _intent_id_of(event: dict[str, Any]) -> str | None:
-    obj = event.get("data", {}).get("object", {}) or {}
+    obj = _object_of(event)
     if obj.get("object") == "payment_intent":
-        return obj.get("id")
-    pi = obj.get("payment_intent")
-    return pi.get("id") if isinstance(pi, dict) else pi
+        value = obj.get("id")
+    else:
+        value = obj.get("payment_intent")
+        value = value.get("id") if isinstance(value, dict) else value
+    return value if isinstance(value, str) and value else None
 
 
 async def handle_event(session: AsyncSession, gateway: PaymentGateway, *, event: dict[str, Any],
@@ -65,7 +73,7 @@ async def _apply(session: AsyncSession, gateway: PaymentGateway, event_type: str
         log.warning("stripe event for an unknown payment intent", extra={"payment_intent": pi_id,
                                                                          "event_type": event_type})
         return "unknown payment intent"
-    obj = event["data"]["object"]
+    obj = _object_of(event)
     if event_type == "charge.refunded":
         return await _sync_refunds(session, booking, obj, now)
     if event_type == "charge.dispute.created":

@@ -152,6 +152,12 @@ async def test_webhooks_need_a_valid_signature(client, db, stripe_settings):
 async def test_an_event_for_an_unknown_intent_is_acknowledged(client, db, stripe_settings):
     resp = await deliver(client, "payment_intent.succeeded", {"id": "pi_nobody_knows", "object": "payment_intent"})
     assert resp.status_code == 200 and resp.json()["outcome"] == "unknown payment intent"
+    for odd in ({"object": "payment_intent"}, {"id": 42, "object": "payment_intent"}, {"object": "charge"}):
+        resp = await deliver(client, "payment_intent.succeeded", odd)
+        assert resp.status_code == 200 and resp.json()["outcome"].startswith("ignored")
+    body = b'{"id": "evt_1", "type": "x", "data": []}'
+    resp = await client.post("/payments/stripe/webhook", content=body, headers={"Stripe-Signature": sign(body, SECRET)})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_signature"  # not a Stripe event
 
 
 async def test_redelivered_and_reordered_events_converge(client, db, stripe_settings, localstripe_url):
