@@ -22,6 +22,9 @@ from app.db import Database
 from app.main import create_app
 from app.models import SQLModel
 
+# The localstripe fixtures (`localstripe`, `localstripe_url`), for the tests on Stripe's code path.
+pytest_plugins = ["tests.stripe_harness"]
+
 _TMP = Path(tempfile.mkdtemp(prefix="coopgig-tests-"))
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite+aiosqlite:///{_TMP / 'test.db'}"
 IS_POSTGRES = DATABASE_URL.startswith("postgresql")

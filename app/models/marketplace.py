@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import BigInteger, CheckConstraint, Float, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, created_at_field, id_field, json_field, timestamp_field
+from app.models.base import created_at_field, id_field, json_field, timestamp_field
 
 BOOKING_STATUSES = ("pending_payment", "offered", "accepted", "in_progress", "completed", "cancelled",
                     "expired", "refunded", "disputed")

@@ -393,9 +393,10 @@ async def _rematch_or_expire(session: AsyncSession, gateway: PaymentGateway, rat
         booking.quote_terms, booking.hourly_rate_cents = top.quote.terms, None
         booking.worker_member_id = None
         await _open_offers(session, booking, picks, coop_settings, now)
-        _transition(session, booking, "offered", actor, now, {"rematched": len(picks)}) \
-            if booking.status != "offered" else \
+        if booking.status == "offered":  # offered again to new workers: recorded, no state change
             _event(session, booking, "offered", actor, now, {"rematched": len(picks)}, from_status="offered")
+        else:
+            _transition(session, booking, "offered", actor, now, {"rematched": len(picks)})
     else:
         _transition(session, booking, "expired", actor, now, {"reason": "no worker left to offer it to"})
         booking.payment_status = "release_pending"

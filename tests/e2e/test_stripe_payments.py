@@ -18,13 +18,7 @@ from app.payments.stripe_events import build_event, sign
 from app.services import ledger, tenancy
 from tests.conftest import make_settings
 from tests.market import Clock, booking_body, make_market, next_day_at, set_coop_settings
-from tests.stripe_harness import (  # noqa: F401  (fixtures)
-    TEST_API_KEY,
-    confirm_payment_intent,
-    list_payment_intents,
-    localstripe,
-    localstripe_url,
-)
+from tests.stripe_harness import TEST_API_KEY, confirm_payment_intent, list_payment_intents
 
 SECRET = "whsec_coopgig_tests"
 

@@ -24,7 +24,6 @@ from app.payments.stripe_gateway import (
     StripeGateway,
     map_stripe_error,
 )
-from tests import stripe_harness
 from tests.stripe_harness import (
     TEST_API_KEY,
     VISA_CHARGE_DECLINED,
@@ -37,9 +36,7 @@ from tests.stripe_harness import (
     register_webhook,
 )
 
-# The harness's session fixtures (one localstripe for the whole run).
-localstripe = stripe_harness.localstripe
-localstripe_url = stripe_harness.localstripe_url
+# The harness's session fixtures (`localstripe`, `localstripe_url`) come from tests/conftest.py.
 
 WHSEC = "whsec_test_coopgig"
 
