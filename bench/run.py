@@ -312,6 +312,12 @@ async def prepare_pgbench(ctx: Context) -> None:
     ctx.extras["pgbench_init_seconds"] = seconds
 
 
+async def verify_pgbench(ctx: Context, row: "Row") -> str:
+    return (f"`pgbench -i -s {ctx.args.pgbench_scale}` took {ctx.extras.get('pgbench_init_seconds', 0):.1f}s; "
+            f"mean latency {1000 * ctx.args.pgbench_clients / max(row.result.requests_per_sec, 1e-9):.2f} ms "
+            f"with {ctx.args.pgbench_clients} clients")
+
+
 def run_pgbench(ctx: Context, args: argparse.Namespace, seconds: float) -> loadgen.WrkResult:
     return bench_webhooks.run_pgbench(ctx.extras["pgbench"], args.parsed, duration=seconds,
                                       clients=args.pgbench_clients, threads=args.threads,
@@ -344,7 +350,7 @@ ENDPOINTS: list[Endpoint] = [
              note="each request accepts another offered booking, with that offer's worker's token"),
     # Payments (bench/bench_webhooks.py): the yardstick, the webhook, and what the webhook waits on.
     Endpoint(PGBENCH, "pgbench", group="payments", needs=frozenset({"pgbench"}), prepare=prepare_pgbench,
-             run=run_pgbench, note="pgbench -c 16 -j 2 on its own database (-s 10), same PostgreSQL server"),
+             run=run_pgbench, verify=verify_pgbench, note="pgbench -c 16 -j 2 on its own database (-s 10), same PostgreSQL server"),
     Endpoint("POST /api/v1/payments/stripe/webhook", "app", method="POST", group="payments",
              needs=frozenset({"market", "stripe"}), prepare=prepare_webhooks, oneshot=oneshot_webhook,
              expect_rps=150, check=_check_webhook, verify=verify_webhook, ratio_to=PGBENCH, goal=0.30,
@@ -603,7 +609,10 @@ def bench_endpoint(ep: Endpoint, ctx: Context, args, wrk: str) -> Row:
         result = ep.run(ctx, args, args.duration)
         (RESULTS / "raw").mkdir(exist_ok=True)
         (RESULTS / "raw" / f"{slug}.txt").write_text(result.raw)
-        return Row(ep, "—", result)
+        row = Row(ep, "—", result)
+        if ep.verify is not None:
+            row.notes.append(asyncio.run(ep.verify(ctx, row)))
+        return row
     base = {"ref": ctx.ref_url, "app": ctx.app_url, "stripe": ctx.stripe_url}[ep.target]
     notes: list[str] = []
 
