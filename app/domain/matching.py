@@ -43,6 +43,7 @@ class Candidate:
     rating_sum: int
     rating_count: int
     booked_minutes_this_month: int
+    expected_monthly_gross_cents: int | None = None  # the member's salary plan, for their quotes
 
 
 @dataclass(frozen=True)

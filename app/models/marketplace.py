@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Float, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, Float, Index, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import created_at_field, id_field, json_field, timestamp_field
@@ -59,6 +59,12 @@ class Booking(SQLModel, table=True):
         Index("ix_booking_client_user_id_created_at", "client_user_id", "created_at"),
         Index("ix_booking_worker_member_id_starts_at", "worker_member_id", "starts_at"),
         Index("ix_booking_cooperative_id_status", "cooperative_id", "status"),
+        # For the background sweeper (app/background.py): only the few rows it looks for.
+        Index("ix_booking_pending_payment_updated_at", "updated_at",
+              postgresql_where=text("payment_status IN ('capture_pending', 'release_pending')"),
+              sqlite_where=text("payment_status IN ('capture_pending', 'release_pending')")),
+        Index("ix_booking_live_status", "status", postgresql_where=text("status IN ('pending_payment', 'offered')"),
+              sqlite_where=text("status IN ('pending_payment', 'offered')")),
     )
 
     id: uuid.UUID = id_field()
@@ -112,6 +118,8 @@ class BookingOffer(SQLModel, table=True):
         UniqueConstraint("booking_id", "member_id"),
         CheckConstraint("status IN ('open','accepted','declined','expired','withdrawn')", name="status"),
         Index("ix_booking_offer_member_id_status", "member_id", "status"),
+        Index("ix_booking_offer_open_expires_at", "expires_at", postgresql_where=text("status = 'open'"),
+              sqlite_where=text("status = 'open'")),
     )
 
     id: uuid.UUID = id_field()

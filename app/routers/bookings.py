@@ -68,16 +68,16 @@ async def get_matches(
     service = await session.get(Service, service_id)
     if service is None or service.cooperative_id != user.cooperative_id:
         raise Invalid("No such service in your cooperative", code="unknown_service")
+    limit = settings_of((await session.get(Cooperative, user.cooperative_id)).settings).matches_limit
     priced = await bookings.priced_matches(session, rate_cards, cooperative_id=user.cooperative_id, service=service,
                                            starts_at=starts_at, duration_minutes=duration_minutes, lat=lat, lon=lon,
-                                           now=now)
-    limit = settings_of((await session.get(Cooperative, user.cooperative_id)).settings).matches_limit
+                                           now=now, max_price_cents=max_price_cents, limit=limit)
     return [Match(worker_id=p.ranked.candidate.member_id, display_name=p.ranked.candidate.display_name,
                   rating=p.ranked.rating, rating_count=p.ranked.candidate.rating_count,
                   distance_km=round(p.ranked.distance_km, 2), hourly_rate_cents=p.ranked.candidate.hourly_rate_cents,
                   price_cents=p.quote.breakdown.price_cents, breakdown=p.quote.breakdown.to_dict(),
                   score=round(p.ranked.score, 6), why=p.ranked.why)
-            for p in priced[:limit] if max_price_cents is None or p.quote.breakdown.price_cents <= max_price_cents]
+            for p in priced]
 
 
 @router.post("/bookings", status_code=201, response_model=BookingPublic)

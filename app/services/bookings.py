@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,7 @@ from app.domain import bookings as rules
 from app.domain import ledger as ledger_rules
 from app.domain.errors import PriceTooLow
 from app.domain.fees import Breakdown
+from app.domain.money import apply_bps
 from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from app.models import Booking, BookingEvent, BookingOffer, Cooperative, Member, Service
 from app.models.coop_settings import CooperativeSettings, settings_of
@@ -87,8 +88,9 @@ class PricedCandidate:
 async def priced_matches(session: AsyncSession, rate_cards, *, cooperative_id: uuid.UUID, service: Service,
                          starts_at: datetime, duration_minutes: int, lat: float, lon: float, now: datetime,
                          only_member: uuid.UUID | None = None, exclude: set[uuid.UUID] | None = None,
-                         ) -> list[PricedCandidate]:
-    """Eligible workers, best first, each with the price of the slot and its breakdown."""
+                         max_price_cents: int | None = None, limit: int | None = None) -> list[PricedCandidate]:
+    """Eligible workers, best first, each with the price of the slot and its breakdown: the first
+    `limit` whose price (VAT included) is at most `max_price_cents`."""
     coop, coop_settings = await _cooperative(session, cooperative_id)
     ends_at = starts_at + timedelta(minutes=duration_minutes)
     found = await matching.ranked(session, coop_settings=coop_settings, cooperative_id=cooperative_id,
@@ -98,20 +100,27 @@ async def priced_matches(session: AsyncSession, rate_cards, *, cooperative_id: u
         return []
     ctx = await quotes.context(session, rate_cards, cooperative=coop, coop_settings=coop_settings, at=now,
                                period=quotes.period_of(starts_at))
-    ids = [uuid.UUID(r.candidate.member_id) for r in found]
-    expected = dict((await session.execute(select(Member.id, Member.fixed_monthly_gross_cents).where(
-        Member.id.in_(ids)))).all())
-    turnover = await yearly_turnover(session, member_ids=ids, at=starts_at) if ctx.schedule.contribution_tiers else {}
+    turnover = {}
+    if ctx.schedule.contribution_tiers:
+        turnover = await yearly_turnover(session, member_ids=[uuid.UUID(r.candidate.member_id) for r in found],
+                                         at=starts_at)
     priced = []
     for r in found:
-        member_id = uuid.UUID(r.candidate.member_id)
+        if max_price_cents is not None:
+            # The price incl. VAT needs no breakdown: filter first, split only what is shown.
+            excl = quotes.price_excl_vat(r.candidate.hourly_rate_cents, duration_minutes)
+            if excl + apply_bps(excl, service.vat_rate_bps) > max_price_cents:
+                continue
         try:
             q = quotes.quote(ctx, hourly_rate_cents=r.candidate.hourly_rate_cents, minutes=duration_minutes,
-                             vat_rate_bps=service.vat_rate_bps, expected_monthly_gross_cents=expected.get(member_id),
-                             yearly_turnover_before_cents=turnover.get(member_id, 0))
+                             vat_rate_bps=service.vat_rate_bps,
+                             expected_monthly_gross_cents=r.candidate.expected_monthly_gross_cents,
+                             yearly_turnover_before_cents=turnover.get(uuid.UUID(r.candidate.member_id), 0))
         except PriceTooLow:
             continue  # a rate too low to leave anything for the member is never offered
         priced.append(PricedCandidate(r, q))
+        if limit is not None and len(priced) >= limit:
+            break
     return priced
 
 
@@ -169,20 +178,19 @@ async def create(session: AsyncSession, gateway: PaymentGateway, rate_cards, *, 
         member = await session.get(Member, body.worker_id)
         if member is None or member.cooperative_id != cooperative_id:
             raise Invalid("No such worker in your cooperative", code="unknown_worker")
-    priced = await priced_matches(session, rate_cards, cooperative_id=cooperative_id, service=service,
-                                  starts_at=body.starts_at, duration_minutes=body.duration_minutes, lat=body.lat,
-                                  lon=body.lon, now=now, only_member=body.worker_id)
-    if body.worker_id is not None and not priced:
+    direct = body.worker_id is not None
+    picks = await priced_matches(session, rate_cards, cooperative_id=cooperative_id, service=service,
+                                 starts_at=body.starts_at, duration_minutes=body.duration_minutes, lat=body.lat,
+                                 lon=body.lon, now=now, only_member=body.worker_id,
+                                 max_price_cents=None if direct else body.max_price_cents,
+                                 limit=1 if direct else coop_settings.open_booking_candidates)
+    if direct and not picks:
         raise Conflict("That worker is not available for this slot and place", code="worker_unavailable")
-    if body.max_price_cents is not None:
-        affordable = [p for p in priced if p.quote.breakdown.price_cents <= body.max_price_cents]
-        if body.worker_id is not None and not affordable:
-            raise Conflict(f"That worker's price ({priced[0].quote.breakdown.price_cents} cents) is above "
-                           f"max_price_cents", code="over_max_price")
-        priced = affordable
-    if not priced:
+    if direct and body.max_price_cents is not None and picks[0].quote.breakdown.price_cents > body.max_price_cents:
+        raise Conflict(f"That worker's price ({picks[0].quote.breakdown.price_cents} cents) is above "
+                       f"max_price_cents", code="over_max_price")
+    if not picks:
         raise Conflict("No worker is available for this slot, place and price", code="no_available_worker")
-    picks = priced[:1] if body.worker_id else priced[:coop_settings.open_booking_candidates]
     # The hold covers the dearest offer; the capture will be the accepting worker's price (never more).
     top = max(picks, key=lambda p: p.quote.breakdown.price_cents)
     booking = Booking(
@@ -301,52 +309,68 @@ async def _offer_for(session: AsyncSession, booking_id: uuid.UUID, member_id: uu
 
 async def accept(session: AsyncSession, *, booking_id: uuid.UUID, actor: Actor, cooperative_id: uuid.UUID,
                  now: datetime) -> Booking:
-    """First worker to accept wins (conditional update); the database refuses overlapping holds."""
-    offer = await _offer_for(session, booking_id, actor.member_id, cooperative_id)
-    member = await session.get(Member, actor.member_id)
-    if member.suspended or member.stage not in matching.ACTIVE_STAGES:
+    """First worker to accept wins (conditional update); the database refuses overlapping holds.
+
+    Hot path (every open booking is raced for): one read for every check, then one UPDATE that
+    copies the offer's terms inside the database, one for the offers, one event.
+    """
+    row = (await session.execute(
+        select(BookingOffer.id, BookingOffer.status, BookingOffer.expires_at, BookingOffer.rank,
+               BookingOffer.price_cents, BookingOffer.hourly_rate_cents, Booking.status, Booking.starts_at,
+               Booking.ends_at, Booking.duration_minutes, Member.stage, Member.suspended)
+        .join(Booking, Booking.id == BookingOffer.booking_id)
+        .join(Member, Member.id == BookingOffer.member_id)
+        .where(BookingOffer.booking_id == booking_id, BookingOffer.member_id == actor.member_id,
+               BookingOffer.cooperative_id == cooperative_id))).first()
+    if row is None:
+        raise NotFound("No such offer for you", code="offer_not_found")
+    (offer_id, offer_status, expires_at, rank, offer_price, rate, status, starts_at, ends_at, minutes, stage,
+     suspended) = row
+    if suspended or stage not in matching.ACTIVE_STAGES:
         raise Forbidden("Your membership does not allow taking gigs right now", code="member_not_active")
-    booking = await session.get(Booking, booking_id)
-    if booking.status in HOLDING_STATUSES:
+    if status in HOLDING_STATUSES:
         raise Conflict("Another worker took this booking first", code="already_taken")
-    if booking.status != "offered":
-        raise Conflict(f"This booking is {booking.status}", code="wrong_state")
-    if offer.status != "open":
-        raise Conflict(f"This offer is {offer.status}", code="offer_closed")
-    if offer.expires_at <= now:
+    if status != "offered":
+        raise Conflict(f"This booking is {status}", code="wrong_state")
+    if offer_status != "open":
+        raise Conflict(f"This offer is {offer_status}", code="offer_closed")
+    if expires_at <= now:
         raise Conflict("This offer has expired", code="offer_expired")
     if session.get_bind().dialect.name != "postgresql":
         # SQLite: this unit of work holds the database write lock (BEGIN IMMEDIATE), so this check
         # and the update below cannot interleave with another acceptance.
         overlapping = (await session.execute(select(func.count()).select_from(Booking).where(
             Booking.worker_member_id == actor.member_id, Booking.status.in_(HOLDING_STATUSES),
-            Booking.starts_at < booking.ends_at, Booking.ends_at > booking.starts_at))).scalar_one()
+            Booking.starts_at < ends_at, Booking.ends_at > starts_at))).scalar_one()
         if overlapping:
             raise Conflict("You already hold a booking at that time", code="overlapping_booking")
     try:
-        won = await session.execute(
-            update(Booking).where(Booking.id == booking_id, Booking.status == "offered")
-            .values(status="accepted", worker_member_id=actor.member_id, hourly_rate_cents=offer.hourly_rate_cents,
-                    price_cents=offer.price_cents,
-                    price_excl_vat_cents=quotes.price_excl_vat(offer.hourly_rate_cents, booking.duration_minutes), breakdown=offer.breakdown, quote_terms=offer.quote_terms,
-                    updated_at=now)
-            .execution_options(synchronize_session=False))
+        booking = (await session.execute(
+            update(Booking)
+            .where(Booking.id == booking_id, Booking.status == "offered", BookingOffer.id == offer_id,
+                   BookingOffer.booking_id == Booking.id)
+            .values(status="accepted", worker_member_id=actor.member_id, hourly_rate_cents=rate,
+                    price_cents=BookingOffer.price_cents, price_excl_vat_cents=quotes.price_excl_vat(rate, minutes),
+                    breakdown=BookingOffer.breakdown, quote_terms=BookingOffer.quote_terms, updated_at=now)
+            .returning(Booking)
+            .execution_options(synchronize_session=False))).scalar_one_or_none()
     except IntegrityError as exc:
         await session.rollback()
         if "ex_booking_worker_no_overlap" in str(exc.orig):
             raise Conflict("You already hold a booking at that time", code="overlapping_booking") from None
         raise
-    if won.rowcount != 1:
+    if booking is None:
         await session.rollback()
         raise Conflict("Another worker took this booking first", code="already_taken")
-    offer.status, offer.responded_at = "accepted", now
-    await session.execute(update(BookingOffer).where(
-        BookingOffer.booking_id == booking_id, BookingOffer.status == "open", BookingOffer.id != offer.id)
-        .values(status="withdrawn"))
-    _event(session, booking, "accepted", actor, now, {"offer_rank": offer.rank, "price_cents": offer.price_cents},
+    mine = BookingOffer.id == offer_id
+    await session.execute(
+        update(BookingOffer).where(BookingOffer.booking_id == booking_id, BookingOffer.status == "open")
+        .values(status=case((mine, "accepted"), else_="withdrawn"),
+                responded_at=case((mine, now), else_=BookingOffer.responded_at))
+        .execution_options(synchronize_session=False))
+    _event(session, booking, "accepted", actor, now, {"offer_rank": rank, "price_cents": offer_price},
            from_status="offered")
     await session.commit()
-    await session.refresh(booking)
     return booking
 
 
@@ -380,12 +404,12 @@ async def _rematch_or_expire(session: AsyncSession, gateway: PaymentGateway, rat
     picks: list[PricedCandidate] = []
     if booking.requested_member_id is None and booking.starts_at > now:
         service = await session.get(Service, booking.service_id)
-        priced = await priced_matches(session, rate_cards, cooperative_id=booking.cooperative_id, service=service,
-                                      starts_at=booking.starts_at, duration_minutes=booking.duration_minutes,
-                                      lat=booking.lat, lon=booking.lon, now=now, exclude=asked)
         # Never above what the client's payment holds.
-        picks = [p for p in priced if p.quote.breakdown.price_cents <= booking.authorized_cents]
-        picks = picks[:coop_settings.open_booking_candidates]
+        picks = await priced_matches(session, rate_cards, cooperative_id=booking.cooperative_id, service=service,
+                                     starts_at=booking.starts_at, duration_minutes=booking.duration_minutes,
+                                     lat=booking.lat, lon=booking.lon, now=now, exclude=asked,
+                                     max_price_cents=booking.authorized_cents,
+                                     limit=coop_settings.open_booking_candidates)
     if picks:
         top = max(picks, key=lambda p: p.quote.breakdown.price_cents)
         booking.price_cents, booking.breakdown = top.quote.breakdown.price_cents, top.quote.breakdown.to_dict()
@@ -560,13 +584,12 @@ async def record_capture(session: AsyncSession, booking: Booking, *, processing_
                   extra={"booking_id": str(booking.id), "captured": amount, "price": breakdown.price_cents})
         booking.payment_issue = f"captured {amount} cents for a price of {breakdown.price_cents}"
     fee = breakdown.processing_fee_cents if processing_fee_cents is None else processing_fee_cents
-    created = False
-    for posting in ledger_rules.capture_postings(
-            payment_intent_id=booking.payment_intent_id, member_id=str(booking.worker_member_id),
-            breakdown=breakdown, processing_fee_cents=fee, payer=breakdown.processing_fee_payer,
-            currency=booking.currency):
-        created |= (await ledger.post(session, cooperative_id=booking.cooperative_id, posting=posting,
-                                      occurred_at=now)).created
+    postings = ledger_rules.capture_postings(
+        payment_intent_id=booking.payment_intent_id, member_id=str(booking.worker_member_id), breakdown=breakdown,
+        processing_fee_cents=fee, payer=breakdown.processing_fee_payer, currency=booking.currency)
+    results = await ledger.post_many(session, cooperative_id=booking.cooperative_id, postings=postings,
+                                     occurred_at=now)
+    created = any(r.created for r in results)
     booking.payment_status = "captured"
     booking.captured_cents = amount
     return created

@@ -62,27 +62,41 @@ async def _account_ids(session: AsyncSession, cooperative_id: uuid.UUID, currenc
 async def post(session: AsyncSession, *, cooperative_id: uuid.UUID, posting: rules.Posting,
                occurred_at: datetime | None = None) -> PostResult:
     """Write a balanced posting once: a second call with the same reference returns the first."""
+    return (await post_many(session, cooperative_id=cooperative_id, postings=[posting], occurred_at=occurred_at))[0]
+
+
+async def post_many(session: AsyncSession, *, cooperative_id: uuid.UUID, postings: list[rules.Posting],
+                    occurred_at: datetime | None = None) -> list[PostResult]:
+    """Write several postings of one business event in three statements (transactions, accounts,
+    entries); each reference posts once, so a retried event writes nothing new."""
+    if not postings:
+        return []
     occurred_at = occurred_at or utcnow()
-    tx_id = uuid.uuid4()
-    stmt = _insert_ignore(session, LedgerTransaction).values(
-        id=tx_id, cooperative_id=cooperative_id, currency=posting.currency, reference=posting.reference,
-        kind=posting.kind, description=posting.description[:500], occurred_at=occurred_at,
-        created_at=utcnow(),
-    ).on_conflict_do_nothing(index_elements=["cooperative_id", "reference"]).returning(LedgerTransaction.id)
-    inserted = (await session.execute(stmt)).scalar_one_or_none()
-    if inserted is None:
-        existing = (await session.execute(select(LedgerTransaction.id).where(
+    created_at = utcnow()
+    rows = [{"id": uuid.uuid4(), "cooperative_id": cooperative_id, "currency": p.currency, "reference": p.reference,
+             "kind": p.kind, "description": p.description[:500], "occurred_at": occurred_at, "created_at": created_at}
+            for p in postings]
+    stmt = _insert_ignore(session, LedgerTransaction).values(rows).on_conflict_do_nothing(
+        index_elements=["cooperative_id", "reference"]).returning(LedgerTransaction.reference, LedgerTransaction.id)
+    inserted = dict((await session.execute(stmt)).all())
+    existing = {}
+    if len(inserted) < len(postings):
+        existing = dict((await session.execute(select(LedgerTransaction.reference, LedgerTransaction.id).where(
             LedgerTransaction.cooperative_id == cooperative_id,
-            LedgerTransaction.reference == posting.reference))).scalar_one()
-        return PostResult(existing, created=False)
-    accounts = await _account_ids(session, cooperative_id, posting.currency,
-                                  {e.account for e in posting.entries})
-    await session.execute(insert(LedgerEntry), [
-        {"id": uuid.uuid4(), "transaction_id": tx_id, "account_id": accounts[e.account],
-         "cooperative_id": cooperative_id, "amount_cents": e.amount_cents, "occurred_at": occurred_at}
-        for e in posting.entries
-    ])
-    return PostResult(tx_id, created=True)
+            LedgerTransaction.reference.in_([p.reference for p in postings if p.reference not in inserted])))).all())
+    new = [p for p in postings if p.reference in inserted]
+    if new:
+        accounts: dict[tuple[str, str], uuid.UUID] = {}
+        for currency in {p.currency for p in new}:
+            ids = await _account_ids(session, cooperative_id, currency,
+                                     {e.account for p in new if p.currency == currency for e in p.entries})
+            accounts.update({(currency, code): account_id for code, account_id in ids.items()})
+        await session.execute(insert(LedgerEntry), [
+            {"id": uuid.uuid4(), "transaction_id": inserted[p.reference], "account_id": accounts[(p.currency, e.account)],
+             "cooperative_id": cooperative_id, "amount_cents": e.amount_cents, "occurred_at": occurred_at}
+            for p in new for e in p.entries])
+    return [PostResult(inserted[p.reference], True) if p.reference in inserted
+            else PostResult(existing[p.reference], False) for p in postings]
 
 
 async def balances(session: AsyncSession, *, cooperative_id: uuid.UUID, at: datetime | None = None,

@@ -42,11 +42,17 @@ async def candidates(session: AsyncSession, *, cooperative_id: uuid.UUID, servic
     kmlon = matching.km_per_degree_lon(lat)
     available = exists().where(AvailabilityWindow.member_id == Member.id, AvailabilityWindow.starts_at <= starts_at,
                                AvailabilityWindow.ends_at >= ends_at)
-    busy = exists().where(Booking.worker_member_id == Member.id, Booking.status.in_(HOLDING_STATUSES),
-                          Booking.starts_at < ends_at, Booking.ends_at > starts_at)
+    if session.get_bind().dialect.name == "postgresql":
+        # The same overlap test as the exclusion constraint, so its GiST index answers it directly
+        # instead of reading each worker's whole booking history.
+        overlaps = func.tstzrange(Booking.starts_at, Booking.ends_at, "[)").op("&&")(
+            func.tstzrange(starts_at, ends_at, "[)"))
+    else:
+        overlaps = and_(Booking.starts_at < ends_at, Booking.ends_at > starts_at)
+    busy = exists().where(Booking.worker_member_id == Member.id, Booking.status.in_(HOLDING_STATUSES), overlaps)
     query = (
         select(Member.id, User.display_name, Member.lat, Member.lon, Member.radius_km, Offering.hourly_rate_cents,
-               Member.rating_sum, Member.rating_count)
+               Member.rating_sum, Member.rating_count, Member.fixed_monthly_gross_cents)
         .join(User, User.id == Member.user_id)
         .join(Offering, and_(Offering.member_id == Member.id, Offering.service_id == service_id))
         .where(Member.cooperative_id == cooperative_id, Member.stage.in_(ACTIVE_STAGES),
@@ -68,8 +74,9 @@ async def candidates(session: AsyncSession, *, cooperative_id: uuid.UUID, servic
         .where(Booking.worker_member_id.in_([r[0] for r in rows]), Booking.status.in_(HOLDING_STATUSES),
                Booking.starts_at >= month_start, Booking.starts_at < month_end)
         .group_by(Booking.worker_member_id))).all())
-    return [matching.Candidate(str(mid), name, mlat, mlon, radius, rate, rsum, rcount, int(booked.get(mid) or 0))
-            for mid, name, mlat, mlon, radius, rate, rsum, rcount in rows]
+    return [matching.Candidate(str(mid), name, mlat, mlon, radius, rate, rsum, rcount, int(booked.get(mid) or 0),
+                               expected)
+            for mid, name, mlat, mlon, radius, rate, rsum, rcount, expected in rows]
 
 
 async def ranked(session: AsyncSession, *, coop_settings: CooperativeSettings, **search) -> list[matching.Ranked]:

@@ -200,11 +200,11 @@ async def _post_refund(session: AsyncSession, booking: Booking, *, provider_refu
         .scalar_one_or_none()
     if exists is not None:
         return False
-    for posting in ledger_rules.refund_postings(
-            refund_id=provider_refund_id, member_id=str(booking.worker_member_id),
-            breakdown=bookings.breakdown_of(booking), amount_cents=amount_cents,
-            already_refunded_cents=booking.refunded_cents, currency=booking.currency):
-        await ledger.post(session, cooperative_id=booking.cooperative_id, posting=posting, occurred_at=now)
+    await ledger.post_many(session, cooperative_id=booking.cooperative_id, occurred_at=now,
+                           postings=ledger_rules.refund_postings(
+                               refund_id=provider_refund_id, member_id=str(booking.worker_member_id),
+                               breakdown=bookings.breakdown_of(booking), amount_cents=amount_cents,
+                               already_refunded_cents=booking.refunded_cents, currency=booking.currency))
     session.add(Refund(cooperative_id=booking.cooperative_id, booking_id=booking.id,
                        provider_refund_id=provider_refund_id, amount_cents=amount_cents, reason=reason,
                        created_by_user_id=actor_user_id, created_at=now))

@@ -215,3 +215,20 @@ async def test_trial_balance_is_zero_after_any_sequence_of_postings_and_reversal
     assert sum(r.balance_cents for r in rows) == 0
     expected = rules.trial_balance(posted)
     assert {r.code: r.balance_cents for r in rows if r.balance_cents} == {k: v for k, v in expected.items() if v}
+
+
+async def test_post_many_writes_only_the_references_not_posted_yet(db):
+    coop_id = await _coop_id(db)
+    a = _transfer("event:a", rules.PROCESSOR_CLEARING, rules.VAT_COLLECTED, 100)
+    b = _transfer("event:b", rules.PROCESSOR_CLEARING, rules.COOP_CONTRIBUTION, 250)
+    async with db.sessionmaker() as s:
+        first = await ledger.post(s, cooperative_id=coop_id, posting=a)
+        await s.commit()
+    async with db.sessionmaker() as s:
+        results = await ledger.post_many(s, cooperative_id=coop_id, postings=[a, b])
+        await s.commit()
+    assert [r.created for r in results] == [False, True] and results[0].transaction_id == first.transaction_id
+    async with db.sessionmaker() as s:
+        assert await ledger.account_balance(s, cooperative_id=coop_id, code=rules.PROCESSOR_CLEARING) == 350
+        assert await ledger.account_balance(s, cooperative_id=coop_id, code=rules.VAT_COLLECTED) == -100
+    assert await _trial_total(db, coop_id) == (0, 3)
