@@ -52,7 +52,30 @@ class Ranked:
     distance_km: float
     rating: float | None  # plain average shown to clients (None: no review yet)
     score: float
-    why: dict[str, Any]
+    distance_term: float
+    rating_term: float
+    bayesian_rating: float
+    fair_share_term: float
+    weights: Weights
+
+    @property
+    def why(self) -> dict[str, Any]:
+        """The score's terms, as stored with every offer and shown to the member (built on demand:
+        a search ranks hundreds of members and shows twenty)."""
+        w = self.weights
+        return {
+            "score": round(self.score, 6),
+            "distance_km": round(self.distance_km, 3),
+            "distance_term": round(self.distance_term, 6),
+            "rating": None if self.rating is None else round(self.rating, 3),
+            "rating_count": self.candidate.rating_count,
+            "bayesian_rating": round(self.bayesian_rating, 4),
+            "rating_term": round(self.rating_term, 6),
+            "booked_hours_this_month": round(self.candidate.booked_minutes_this_month / 60, 2),
+            "fair_share_term": round(self.fair_share_term, 6),
+            "weights": {"distance": w.distance, "rating": w.rating, "fair_share": w.fair_share},
+            "formula": FORMULA,
+        }
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -80,20 +103,7 @@ def score(candidate: Candidate, distance_km: float, weights: Weights) -> Ranked:
         weights.distance * distance_term + weights.rating * rating_term + weights.fair_share * fair_share_term
     ) / total_weight
     rating = candidate.rating_sum / candidate.rating_count if candidate.rating_count else None
-    why = {
-        "score": round(value, 6),
-        "distance_km": round(distance_km, 3),
-        "distance_term": round(distance_term, 6),
-        "rating": None if rating is None else round(rating, 3),
-        "rating_count": candidate.rating_count,
-        "bayesian_rating": round(bayes, 4),
-        "rating_term": round(rating_term, 6),
-        "booked_hours_this_month": round(booked_hours, 2),
-        "fair_share_term": round(fair_share_term, 6),
-        "weights": {"distance": weights.distance, "rating": weights.rating, "fair_share": weights.fair_share},
-        "formula": FORMULA,
-    }
-    return Ranked(candidate, distance_km, rating, value, why)
+    return Ranked(candidate, distance_km, rating, value, distance_term, rating_term, bayes, fair_share_term, weights)
 
 
 def rank(candidates: list[Candidate], *, lat: float, lon: float, weights: Weights) -> list[Ranked]:

@@ -1,0 +1,55 @@
+"""The published matching score (app/domain/matching.py)."""
+from __future__ import annotations
+
+import pytest
+
+from app.domain.matching import Candidate, Weights, haversine_km, rank
+
+LYON = (45.7640, 4.8357)
+
+
+def cand(member_id: str, *, km_north: float = 1.0, radius: float = 20.0, rate: int = 3000, ratings=(0, 0),
+         minutes: int = 0) -> Candidate:
+    return Candidate(member_id, member_id, LYON[0] + km_north / 111.32, LYON[1], radius, rate, ratings[0], ratings[1],
+                     minutes)
+
+
+def test_haversine_paris_lyon_is_about_392_km():
+    assert haversine_km(48.8566, 2.3522, *LYON) == pytest.approx(392, abs=3)
+    assert haversine_km(*LYON, *LYON) == 0
+
+
+def test_members_whose_radius_does_not_reach_the_client_are_not_ranked():
+    ranked = rank([cand("near", km_north=2, radius=5), cand("far", km_north=8, radius=5)], lat=LYON[0], lon=LYON[1],
+                  weights=Weights(30, 20, 50))
+    assert [r.candidate.member_id for r in ranked] == ["near"]
+
+
+def test_fair_share_puts_the_member_with_fewer_hours_first():
+    ranked = rank([cand("busy", minutes=40 * 60), cand("idle", minutes=2 * 60)], lat=LYON[0], lon=LYON[1],
+                  weights=Weights(0, 0, 100))
+    assert [r.candidate.member_id for r in ranked] == ["idle", "busy"]
+    assert ranked[0].why["fair_share_term"] > ranked[1].why["fair_share_term"]
+    assert ranked[1].why["booked_hours_this_month"] == 40.0
+
+
+def test_distance_wins_when_it_is_the_only_weight():
+    ranked = rank([cand("b", km_north=6), cand("a", km_north=1)], lat=LYON[0], lon=LYON[1], weights=Weights(100, 0, 0))
+    assert [r.candidate.member_id for r in ranked] == ["a", "b"]
+    assert ranked[0].why["distance_term"] == pytest.approx(1 - ranked[0].distance_km / 30)
+
+
+def test_one_bad_review_does_not_sink_a_newcomer_below_the_prior():
+    # prior 4.0 weighted 3: one 1-star review gives (1 + 12) / 4 = 3.25, not 1.
+    ranked = rank([cand("one_bad", ratings=(1, 1)), cand("new")], lat=LYON[0], lon=LYON[1], weights=Weights(0, 100, 0))
+    assert [r.candidate.member_id for r in ranked] == ["new", "one_bad"]
+    assert ranked[1].why["bayesian_rating"] == 3.25 and ranked[1].rating == 1.0 and ranked[0].rating is None
+
+
+def test_ties_are_broken_by_fewer_hours_then_member_id_and_scores_stay_in_0_1():
+    same = [cand("m2"), cand("m1"), cand("m3", minutes=60)]
+    ranked = rank(same, lat=LYON[0], lon=LYON[1], weights=Weights(0, 0, 0))
+    assert [r.candidate.member_id for r in ranked] == ["m1", "m2", "m3"]
+    assert all(r.score == 0 for r in ranked)
+    for r in rank(same, lat=LYON[0], lon=LYON[1], weights=Weights(30, 20, 50)):
+        assert 0 <= r.score <= 1 and set(r.why) >= {"formula", "weights", "score"}
