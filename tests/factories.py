@@ -60,3 +60,16 @@ async def make_user(client: httpx.AsyncClient, db: Database, settings: Settings,
     return Account(id=user_id, email=email, role=role, cooperative=cooperative,
                    headers={"Authorization": f"Bearer {tokens['access_token']}"},
                    member_id=member_id, refresh_token=tokens["refresh_token"])
+
+
+async def make_people(client: httpx.AsyncClient, db: Database, settings: Settings,
+                      roles: list[tuple[str, str]]) -> tuple[str, dict[str, Account]]:
+    """A new cooperative and one account per (name, role)."""
+    slug = await make_cooperative(db)
+    return slug, {name: await make_user(client, db, settings, cooperative=slug, role=role) for name, role in roles}
+
+
+def assert_error(resp: httpx.Response, status: int, code: str) -> None:
+    """The contract's error shape with this status and code."""
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"]["code"] == code, resp.text

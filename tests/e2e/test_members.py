@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.e2e.test_reviews import insert_booking
-from tests.factories import Account, make_cooperative, make_user
+from tests.factories import Account, assert_error, make_people, make_user
 
 VALID_IBAN = "FR76 3000 6000 0112 3456 7890 189"
 COMPACT_IBAN = "FR7630006000011234567890189"
@@ -26,25 +26,22 @@ class Coop:
     board: Account
 
 
+ROLES = [("client", "client"), ("worker", "worker"), ("worker2", "worker"), ("staff", "staff"), ("board", "board")]
+
+
 @pytest.fixture
 async def coop(client, db, settings) -> Coop:
-    slug = await make_cooperative(db)
-    people = {name: await make_user(client, db, settings, cooperative=slug, role=role) for name, role in [
-        ("client", "client"), ("worker", "worker"), ("worker2", "worker"), ("staff", "staff"), ("board", "board")]}
+    slug, people = await make_people(client, db, settings, ROLES)
     return Coop(slug=slug, **people)
 
 
 @pytest.fixture
 async def other(client, db, settings) -> Coop:
-    slug = await make_cooperative(db)
-    people = {name: await make_user(client, db, settings, cooperative=slug, role=role) for name, role in [
-        ("client", "client"), ("worker", "worker"), ("worker2", "worker"), ("staff", "staff"), ("board", "board")]}
+    slug, people = await make_people(client, db, settings, ROLES)
     return Coop(slug=slug, **people)
 
 
-def _error(resp, status: int, code: str) -> None:
-    assert resp.status_code == status, resp.text
-    assert resp.json()["error"]["code"] == code, resp.text
+_error = assert_error
 
 
 async def _me(client, who: Account) -> dict:

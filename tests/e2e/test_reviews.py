@@ -16,7 +16,7 @@ from sqlalchemy import select
 from app.db import utcnow
 from app.models import Booking, Member
 from app.services import fee_schedules, tenancy
-from tests.factories import Account, make_cooperative, make_user
+from tests.factories import Account, assert_error, make_cooperative, make_people, make_user
 
 _day = itertools.count(2)
 
@@ -67,16 +67,13 @@ class Coop:
 
 @pytest.fixture
 async def coop(client, db, settings) -> Coop:
-    slug = await make_cooperative(db)
-    people = {name: await make_user(client, db, settings, cooperative=slug, role=role) for name, role in [
+    slug, people = await make_people(client, db, settings, [
         ("client", "client"), ("client2", "client"), ("worker", "worker"), ("worker2", "worker"),
-        ("staff", "staff"), ("board", "board")]}
+        ("staff", "staff"), ("board", "board")])
     return Coop(slug=slug, **people)
 
 
-def _error(resp, status: int, code: str) -> None:
-    assert resp.status_code == status, resp.text
-    assert resp.json()["error"]["code"] == code, resp.text
+_error = assert_error
 
 
 async def _review(client, booking_id: str, who: Account, rating: int, comment: str | None = None):
