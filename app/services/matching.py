@@ -50,9 +50,15 @@ async def candidates(session: AsyncSession, *, cooperative_id: uuid.UUID, servic
     else:
         overlaps = and_(Booking.starts_at < ends_at, Booking.ends_at > starts_at)
     busy = exists().where(Booking.worker_member_id == Member.id, Booking.status.in_(HOLDING_STATUSES), overlaps)
+    month_start, month_end = month_bounds(starts_at)
+    # Evaluated only for the members that pass every filter (index on worker, start time).
+    booked_minutes = (select(func.coalesce(func.sum(Booking.duration_minutes), 0))
+                      .where(Booking.worker_member_id == Member.id, Booking.status.in_(HOLDING_STATUSES),
+                             Booking.starts_at >= month_start, Booking.starts_at < month_end)
+                      .scalar_subquery())
     query = (
         select(Member.id, User.display_name, Member.lat, Member.lon, Member.radius_km, Offering.hourly_rate_cents,
-               Member.rating_sum, Member.rating_count, Member.fixed_monthly_gross_cents)
+               Member.rating_sum, Member.rating_count, booked_minutes, Member.fixed_monthly_gross_cents)
         .join(User, User.id == Member.user_id)
         .join(Offering, and_(Offering.member_id == Member.id, Offering.service_id == service_id))
         .where(Member.cooperative_id == cooperative_id, Member.stage.in_(ACTIVE_STAGES),
@@ -66,17 +72,8 @@ async def candidates(session: AsyncSession, *, cooperative_id: uuid.UUID, servic
     if exclude:
         query = query.where(Member.id.not_in(exclude))
     rows = (await session.execute(query)).all()
-    if not rows:
-        return []
-    month_start, month_end = month_bounds(starts_at)
-    booked = dict((await session.execute(
-        select(Booking.worker_member_id, func.sum(Booking.duration_minutes))
-        .where(Booking.worker_member_id.in_([r[0] for r in rows]), Booking.status.in_(HOLDING_STATUSES),
-               Booking.starts_at >= month_start, Booking.starts_at < month_end)
-        .group_by(Booking.worker_member_id))).all())
-    return [matching.Candidate(str(mid), name, mlat, mlon, radius, rate, rsum, rcount, int(booked.get(mid) or 0),
-                               expected)
-            for mid, name, mlat, mlon, radius, rate, rsum, rcount, expected in rows]
+    return [matching.Candidate(str(mid), name, mlat, mlon, radius, rate, rsum, rcount, int(booked), expected)
+            for mid, name, mlat, mlon, radius, rate, rsum, rcount, booked, expected in rows]
 
 
 async def ranked(session: AsyncSession, *, coop_settings: CooperativeSettings, **search) -> list[matching.Ranked]:
