@@ -12,7 +12,16 @@ import logging
 
 from fastapi import FastAPI
 
-from app.services import bookings
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from app.models import Booking
+from app.services import bookings, payments
+
+# A capture Stripe has not confirmed by webhook after this long is looked up at Stripe directly
+# (webhooks can be delayed for hours, or lost when the endpoint was down past Stripe's retries).
+UNCONFIRMED_CAPTURE_AFTER = timedelta(minutes=10)
 
 log = logging.getLogger("coopgig.background")
 
@@ -23,8 +32,32 @@ async def sweep_once(app: FastAPI) -> None:
         expired = await bookings.expire_due(session, app.state.gateway, app.state.rate_cards, now=now)
     async with app.state.db.sessionmaker() as session:
         retried = await bookings.retry_pending_payments(session, app.state.gateway, now=now)
-    if expired or retried:
-        log.info("background sweep", extra={"bookings_expired_or_rematched": expired, "payments_retried": retried})
+    reconciled = await reconcile_unconfirmed_captures(app)
+    if expired or retried or reconciled:
+        log.info("background sweep", extra={"bookings_expired_or_rematched": expired, "payments_retried": retried,
+                                            "captures_reconciled": reconciled})
+
+
+async def reconcile_unconfirmed_captures(app: FastAPI) -> int:
+    """Apply the processor's state to captures still waiting for their webhook (at most 100 a sweep)."""
+    now = app.state.clock()
+    async with app.state.db.sessionmaker() as session:
+        ids = list((await session.execute(select(Booking.id).where(
+            Booking.payment_status == "capture_requested", Booking.payment_provider == app.state.gateway.provider,
+            Booking.updated_at < now - UNCONFIRMED_CAPTURE_AFTER).limit(100))).scalars())
+    done = 0
+    for booking_id in ids:
+        async with app.state.db.sessionmaker() as session:
+            booking = (await session.execute(select(Booking).where(Booking.id == booking_id)
+                                             .with_for_update(skip_locked=True))).scalar_one_or_none()
+            if booking is None or booking.payment_status != "capture_requested":
+                continue
+            intent = await app.state.gateway.retrieve_intent(booking.payment_intent_id)
+            if intent is not None:
+                await payments.reconcile(session, booking, intent, now)
+                await session.commit()
+                done += 1
+    return done
 
 
 async def run_periodically(app: FastAPI, interval_seconds: float) -> None:

@@ -16,7 +16,7 @@ depends_on: str | Sequence[str] | None = None
 
 # Without them each sweep (every 30 s in every process) reads whole tables: with a million
 # bookings, 0.7 s and the buffer cache flushed each time (bench/results, 2026-11-26).
-_PENDING = sa.text("payment_status IN ('capture_pending', 'release_pending')")
+_PENDING = sa.text("payment_status IN ('capture_pending', 'release_pending', 'capture_requested')")
 _OPEN = sa.text("status = 'open'")
 _LIVE = sa.text("status IN ('pending_payment', 'offered')")
 

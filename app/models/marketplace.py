@@ -61,8 +61,8 @@ class Booking(SQLModel, table=True):
         Index("ix_booking_cooperative_id_status", "cooperative_id", "status"),
         # For the background sweeper (app/background.py): only the few rows it looks for.
         Index("ix_booking_pending_payment_updated_at", "updated_at",
-              postgresql_where=text("payment_status IN ('capture_pending', 'release_pending')"),
-              sqlite_where=text("payment_status IN ('capture_pending', 'release_pending')")),
+              postgresql_where=text("payment_status IN ('capture_pending', 'release_pending', 'capture_requested')"),
+              sqlite_where=text("payment_status IN ('capture_pending', 'release_pending', 'capture_requested')")),
         Index("ix_booking_live_status", "status", postgresql_where=text("status IN ('pending_payment', 'offered')"),
               sqlite_where=text("status IN ('pending_payment', 'offered')")),
     )

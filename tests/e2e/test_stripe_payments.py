@@ -280,3 +280,23 @@ async def test_the_clients_app_can_sync_its_payment_without_waiting_for_the_webh
     assert (await client.post(url, headers=market.workers[0].headers)).status_code == 403
     other = await make_market(client, db, stripe_settings, workers=0)
     assert (await client.post(url, headers=other.client.headers)).status_code == 404
+
+
+async def test_a_capture_whose_webhook_never_came_is_reconciled_by_the_sweeper(client, db, stripe_settings,
+                                                                              localstripe_url):
+    from app import background
+
+    market = await make_market(client, db, stripe_settings, workers=1)
+    done = await completed_booking(client, market, localstripe_url)
+    assert done["payment"]["status"] == "capture_requested"
+    assert await background.reconcile_unconfirmed_captures(client.app) == 0  # too recent: the webhook may come
+    client.app.state.clock.advance(timedelta(minutes=11))
+    assert await background.reconcile_unconfirmed_captures(client.app) == 1
+    after = (await client.get(f"/bookings/{done['id']}", headers=market.client.headers)).json()
+    assert after["payment"]["status"] == "captured"
+    assert sum((await balances(db, market.slug)).values()) == 0 and await balances(db, market.slug)
+    # The webhook arriving late afterwards changes nothing.
+    txs = await ledger_transactions(db)
+    late = await deliver(client, "payment_intent.succeeded", {"id": done["payment"]["payment_intent_id"],
+                                                              "object": "payment_intent"})
+    assert late.json()["outcome"] == "captured (already posted)" and await ledger_transactions(db) == txs
