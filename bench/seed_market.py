@@ -130,13 +130,14 @@ async def _quotes(now: datetime) -> dict[tuple[int, int, int], tuple[int, int, s
     """Real quotes (the period's OpenFisca rate card, the founding fee schedule) for every combination
     of rate, duration and VAT the seed uses: the JSON the app itself would store."""
     from app.domain import fees
+    from app.domain.periods import period_of
     from app.models.coop_settings import CooperativeSettings
     from app.payouts.rate_card import RateCardCache
     from app.services import quotes
     from app.services.fee_schedules import FOUNDING_SCHEDULE
 
     coop_settings = CooperativeSettings()
-    card = await RateCardCache().get(quotes.period_of(now), quotes.employment_settings(coop_settings))
+    card = await RateCardCache().get(period_of(now), quotes.employment_settings(coop_settings))
     schedule = fees.FeeSchedule(**{**FOUNDING_SCHEDULE, "contribution_tiers": ()})
     ctx = quotes.QuoteContext(uuid.UUID(PLACEHOLDER_SCHEDULE), schedule, card, "EUR",
                               coop_settings.default_expected_monthly_gross_cents)

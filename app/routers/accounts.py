@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
-import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -14,7 +13,7 @@ from sqlalchemy import select
 
 from app.deps import AuditorUser, SessionDep, WorkerUser
 from app.domain import ledger as rules
-from app.errors import Invalid
+from app.domain.periods import period_bounds
 from app.models import Booking
 from app.services import ledger
 from app.services.bookings import breakdown_of
@@ -56,19 +55,6 @@ async def my_account(user: WorkerUser, session: SessionDep,
                      occurred_at=r.occurred_at) for r in rows])
 
 
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-
-
-def _period_bounds(period: str) -> tuple[datetime, datetime]:
-    match = _PERIOD.match(period)
-    if not match:
-        raise Invalid("period must be YYYY-MM", code="invalid_period")
-    year, month = int(match[1]), int(match[2])
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
-
-
 class LedgerEntryPublic(BaseModel):
     transaction_id: str
     reference: str
@@ -85,7 +71,7 @@ class LedgerEntryPublic(BaseModel):
 async def ledger_export(user: AuditorUser, session: SessionDep, period: str,
                         format: Annotated[str, Query(pattern="^(json|csv)$")] = "json"):
     """Every ledger entry of the period (JSON, or CSV with `?format=csv`), debits and credits apart."""
-    start, end = _period_bounds(period)
+    start, end = period_bounds(period)
     rows = [LedgerEntryPublic(transaction_id=str(r.transaction_id), reference=r.reference, kind=r.kind,
                               description=r.description, account=r.account, currency=r.currency,
                               debit_cents=max(r.amount_cents, 0), credit_cents=max(-r.amount_cents, 0),

@@ -124,41 +124,31 @@ async def get_offers(user: WorkerUser, session: SessionDep, now: NowDep) -> list
             for o, b in await bookings.open_offers(session, member_id=user.member_id, now=now)]
 
 
-async def _worker_only(user) -> None:
-    if user.role != "worker":
-        raise Forbidden("Only the worker can do this", code="wrong_role")
-
-
 @router.post("/bookings/{booking_id}/accept", response_model=BookingPublic)
-async def accept(booking_id: uuid.UUID, user: CurrentUser, session: SessionDep, now: NowDep) -> BookingPublic:
-    await _worker_only(user)
+async def accept(booking_id: uuid.UUID, user: WorkerUser, session: SessionDep, now: NowDep) -> BookingPublic:
     booking = await bookings.accept(session, booking_id=booking_id, actor=_actor(user),
                                     cooperative_id=user.cooperative_id, now=now)
     return booking_public(booking, role=user.role, member_id=user.member_id)
 
 
 @router.post("/bookings/{booking_id}/decline", response_model=BookingPublic)
-async def decline(booking_id: uuid.UUID, user: CurrentUser, session: SessionDep, gateway: GatewayDep,
+async def decline(booking_id: uuid.UUID, user: WorkerUser, session: SessionDep, gateway: GatewayDep,
                   rate_cards: RateCardsDep, now: NowDep) -> BookingPublic:
-    await _worker_only(user)
     booking = await bookings.decline(session, gateway, rate_cards, booking_id=booking_id, actor=_actor(user),
                                      cooperative_id=user.cooperative_id, now=now)
     return booking_public(booking, role=user.role, member_id=user.member_id)
 
 
 @router.post("/bookings/{booking_id}/start", response_model=BookingPublic)
-async def start(booking_id: uuid.UUID, user: CurrentUser, session: SessionDep, now: NowDep) -> BookingPublic:
-    await _worker_only(user)
+async def start(booking_id: uuid.UUID, user: WorkerUser, session: SessionDep, now: NowDep) -> BookingPublic:
     booking = await bookings.start(session, booking_id=booking_id, actor=_actor(user),
                                    cooperative_id=user.cooperative_id, now=now)
     return booking_public(booking, role=user.role, member_id=user.member_id)
 
 
 @router.post("/bookings/{booking_id}/complete", response_model=BookingPublic)
-async def complete(booking_id: uuid.UUID, body: CompleteIn, request: Request, user: CurrentUser, session: SessionDep,
+async def complete(booking_id: uuid.UUID, body: CompleteIn, request: Request, user: WorkerUser, session: SessionDep,
                    gateway: GatewayDep, now: NowDep) -> JSONResponse:
-    await _worker_only(user)
-
     async def handler(claim):
         booking = await bookings.complete(session, gateway, booking_id=booking_id, actor=_actor(user),
                                           cooperative_id=user.cooperative_id, actual_minutes=body.actual_minutes,

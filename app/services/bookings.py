@@ -23,6 +23,7 @@ from app.domain import ledger as ledger_rules
 from app.domain.errors import PriceTooLow
 from app.domain.fees import Breakdown
 from app.domain.money import apply_bps
+from app.domain.periods import period_of
 from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from app.models import Booking, BookingEvent, BookingOffer, Cooperative, Member, Service
 from app.models.coop_settings import CooperativeSettings, settings_of
@@ -99,7 +100,7 @@ async def priced_matches(session: AsyncSession, rate_cards, *, cooperative_id: u
     if not found:
         return []
     ctx = await quotes.context(session, rate_cards, cooperative=coop, coop_settings=coop_settings, at=now,
-                               period=quotes.period_of(starts_at))
+                               period=period_of(starts_at))
     turnover = {}
     if ctx.schedule.contribution_tiers:
         turnover = await yearly_turnover(session, member_ids=[uuid.UUID(r.candidate.member_id) for r in found],
@@ -246,18 +247,26 @@ async def mark_authorized(session: AsyncSession, booking: Booking, now: datetime
 # ---- reading ----------------------------------------------------------------------------------
 
 
+def _visible_to(query, *, user_id: uuid.UUID, role: str, member_id: uuid.UUID | None):
+    """Limit a booking query to what the caller may see: a client its own bookings, a worker those
+    offered to or held by it, staff and board their whole cooperative (the caller filters on it)."""
+    if role == "client":
+        return query.where(Booking.client_user_id == user_id)
+    if role == "worker":
+        offered = exists().where(BookingOffer.booking_id == Booking.id, BookingOffer.member_id == member_id)
+        return query.where(or_(Booking.worker_member_id == member_id, offered))
+    if role in ("staff", "board", "admin"):
+        return query
+    return None
+
+
 async def visible_booking(session: AsyncSession, *, booking_id: uuid.UUID, user_id: uuid.UUID, role: str,
                           cooperative_id: uuid.UUID, member_id: uuid.UUID | None, for_update: bool = False,
                           ) -> Booking:
-    """The booking if the caller may see it: its client, a worker it was offered to or who holds it,
-    or the cooperative's staff and board. Anything else is a 404."""
-    query = select(Booking).where(Booking.id == booking_id, Booking.cooperative_id == cooperative_id)
-    if role == "client":
-        query = query.where(Booking.client_user_id == user_id)
-    elif role == "worker":
-        offered = exists().where(BookingOffer.booking_id == Booking.id, BookingOffer.member_id == member_id)
-        query = query.where(or_(Booking.worker_member_id == member_id, offered))
-    elif role not in ("staff", "board", "admin"):
+    """The booking if the caller may see it, else a 404 (never a 403: no leaks)."""
+    query = _visible_to(select(Booking).where(Booking.id == booking_id, Booking.cooperative_id == cooperative_id),
+                        user_id=user_id, role=role, member_id=member_id)
+    if query is None:
         raise NotFound("No such booking", code="booking_not_found")
     if for_update:
         query = query.with_for_update()
@@ -269,12 +278,10 @@ async def visible_booking(session: AsyncSession, *, booking_id: uuid.UUID, user_
 
 async def list_for(session: AsyncSession, *, user_id: uuid.UUID, role: str, cooperative_id: uuid.UUID,
                    member_id: uuid.UUID | None, status: str | None, limit: int = 100) -> list[Booking]:
-    query = select(Booking).where(Booking.cooperative_id == cooperative_id)
-    if role == "client":
-        query = query.where(Booking.client_user_id == user_id)
-    elif role == "worker":
-        offered = exists().where(BookingOffer.booking_id == Booking.id, BookingOffer.member_id == member_id)
-        query = query.where(or_(Booking.worker_member_id == member_id, offered))
+    query = _visible_to(select(Booking).where(Booking.cooperative_id == cooperative_id),
+                        user_id=user_id, role=role, member_id=member_id)
+    if query is None:
+        return []
     if status:
         query = query.where(Booking.status == status)
     return list((await session.execute(query.order_by(Booking.starts_at.desc()).limit(limit))).scalars())

@@ -13,6 +13,7 @@ from sqlalchemy import and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import matching
+from app.domain.periods import month_bounds
 from app.models import AvailabilityWindow, Booking, Member, Offering, User
 from app.models.coop_settings import CooperativeSettings
 from app.models.marketplace import HOLDING_STATUSES
@@ -26,12 +27,6 @@ def weights_of(s: CooperativeSettings) -> matching.Weights:
                             fair_share_full_hours=s.fair_share_full_hours,
                             rating_prior_mean=s.rating_prior_mean_tenths / 10,
                             rating_prior_weight=s.rating_prior_weight)
-
-
-def month_bounds(at: datetime) -> tuple[datetime, datetime]:
-    start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-    return start, end
 
 
 async def candidates(session: AsyncSession, *, cooperative_id: uuid.UUID, service_id: uuid.UUID,

@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.errors import BelowFairPayFloor
+from app.domain.periods import period_of
 from app.errors import Invalid
 from app.models import AvailabilityWindow, Cooperative, Offering, Service
 from app.models.coop_settings import settings_of
@@ -20,7 +21,7 @@ MAX_WINDOWS = 200
 async def _context(session: AsyncSession, rate_cards, cooperative_id: uuid.UUID, now: datetime):
     coop = await session.get(Cooperative, cooperative_id)
     return await quotes.context(session, rate_cards, cooperative=coop, coop_settings=settings_of(coop.settings),
-                                at=now, period=quotes.period_of(now))
+                                at=now, period=period_of(now))
 
 
 async def list_offerings(session: AsyncSession, rate_cards, *, member_id: uuid.UUID, cooperative_id: uuid.UUID,

@@ -30,10 +30,6 @@ def employment_settings(coop_settings: CooperativeSettings) -> EmploymentSetting
                               health_cover_monthly_cents=coop_settings.health_cover_monthly_cents)
 
 
-def period_of(at: datetime) -> str:
-    return f"{at.year:04d}-{at.month:02d}"
-
-
 def price_excl_vat(hourly_rate_cents: int, minutes: int) -> int:
     """Rate × time, rounded half-up to the cent (integers only)."""
     return (hourly_rate_cents * minutes * 2 + 60) // 120
