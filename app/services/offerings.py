@@ -25,8 +25,8 @@ async def _context(session: AsyncSession, rate_cards, cooperative_id: uuid.UUID,
 
 
 async def list_offerings(session: AsyncSession, rate_cards, *, member_id: uuid.UUID, cooperative_id: uuid.UUID,
-                         now: datetime) -> list[OfferingPublic]:
-    ctx = await _context(session, rate_cards, cooperative_id, now)
+                         now: datetime, ctx: quotes.QuoteContext | None = None) -> list[OfferingPublic]:
+    ctx = ctx or await _context(session, rate_cards, cooperative_id, now)
     rows = await session.execute(select(Offering, Service).join(Service, Service.id == Offering.service_id)
                                  .where(Offering.member_id == member_id).order_by(Service.name))
     return [OfferingPublic(service_id=s.id, service_name=s.name, hourly_rate_cents=o.hourly_rate_cents,
@@ -62,7 +62,8 @@ async def replace_offerings(session: AsyncSession, rate_cards, *, member_id: uui
                  data={"offerings": [{"service_id": str(i.service_id), "hourly_rate_cents": i.hourly_rate_cents}
                                      for i in items]})
     await session.commit()
-    return await list_offerings(session, rate_cards, member_id=member_id, cooperative_id=cooperative_id, now=now)
+    return await list_offerings(session, rate_cards, member_id=member_id, cooperative_id=cooperative_id, now=now,
+                                ctx=ctx)
 
 
 async def list_availability(session: AsyncSession, *, member_id: uuid.UUID, now: datetime) -> list[AvailabilityPublic]:
