@@ -54,6 +54,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn) -> None:  # pragma: no cover - driver hook
+        if conn.get_execution_options().get(AUTOCOMMIT_OPTION):
+            return  # Database.autocommit: one statement, no transaction, no write lock
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -70,13 +72,25 @@ def make_engine(settings: Settings) -> AsyncEngine:
     )
 
 
+AUTOCOMMIT_OPTION = "coopgig_autocommit"
+
+
 class Database:
-    """The engine and session factory of one process."""
+    """The engine and session factory of one process.
+
+    `autocommit` is the same engine (and pool) for single statements that need no transaction, such
+    as the authentication read every request makes: no BEGIN/ROLLBACK round trips (on PostgreSQL a
+    lone statement is its own transaction), no write lock on SQLite.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = make_engine(settings)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        # (SQLite's driver connection is already in autocommit mode, see _configure_sqlite: skipping
+        # the BEGIN IMMEDIATE hook is enough there.)
+        options = {AUTOCOMMIT_OPTION: True} if settings.is_sqlite else {"isolation_level": "AUTOCOMMIT"}
+        self.autocommit = self.engine.execution_options(**options)
 
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.sessionmaker() as session:

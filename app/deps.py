@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
@@ -82,28 +82,31 @@ class Principal:
         return self.role in ("staff", "admin")
 
 
+# Only the columns a request needs (never the password hash). Built once: every request runs it.
+_PRINCIPAL = (
+    select(User.id, User.email, User.display_name, User.role, User.cooperative_id, User.is_active,
+           Cooperative.slug, Member.id, Member.stage)
+    .join(Cooperative, Cooperative.id == User.cooperative_id)
+    .outerjoin(Member, Member.user_id == User.id)
+    .where(User.id == bindparam("user_id"))
+)
+
+
 async def get_current_user(
-    session: SessionDep,
+    request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
     claims = decode_access_token(credentials.credentials, settings)
-    # Only the columns a request needs (never the password hash), in one round trip.
-    row = (await session.execute(
-        select(User.id, User.email, User.display_name, User.role, User.cooperative_id, User.is_active,
-               Cooperative.slug, Member.id, Member.stage)
-        .join(Cooperative, Cooperative.id == User.cooperative_id)
-        .outerjoin(Member, Member.user_id == User.id)
-        .where(User.id == claims.user_id)
-    )).first()
+    # One statement outside any transaction (one round trip): the use case, if it needs the
+    # database, opens its own unit of work afterwards.
+    async with request.app.state.db.autocommit.connect() as conn:
+        row = (await conn.execute(_PRINCIPAL, {"user_id": claims.user_id})).first()
     if row is None:
         raise Unauthorized("The access token is invalid", code="invalid_token")
     user_id, email, display_name, role, cooperative_id, is_active, slug, member_id, stage = row
-    # End this read now: the use case starts its own transaction, and on SQLite (where every
-    # transaction takes the write lock) a request must not sit on one while another session works.
-    await session.rollback()
     # A token is only as good as the account behind it: deactivation or a role change takes effect now.
     if not is_active or cooperative_id != claims.cooperative_id or role != claims.role:
         raise Unauthorized("The access token is no longer valid", code="invalid_token")

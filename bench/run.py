@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import bench_webhooks, loadgen, reference_app, seed_market  # noqa: E402
+from bench import profile as bench_profile  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/coopgig_bench"
@@ -666,9 +667,15 @@ def bench_endpoint(ep: Endpoint, ctx: Context, args, wrk: str) -> Row:
         prepared = None
     before = asyncio.run(_db_stats(args.admin_dsn, args.dbname))
     server = ctx.servers[ep.target]
+    profiling = bench_profile.start(server.proc.pid, args.duration, RESULTS / "profiles", slug) \
+        if args.profile and ep.target == "app" else None
     cpu_before = group_cpu_seconds(server.proc.pid)
     result = wrk_run(script, args.duration)
     cpu = group_cpu_seconds(server.proc.pid) - cpu_before
+    if profiling is not None:
+        summary = bench_profile.finish(profiling, RESULTS / "profiles", slug)
+        notes.append(f"profile (py-spy, bench/results/profiles/{slug}.summary.txt): "
+                     + "; ".join(line.strip() for line in summary.splitlines()[2:7]))
     open_now = asyncio.run(_db_stats(args.admin_dsn, args.dbname))["open"]
     time.sleep(1.0)  # let backends flush their session counters
     after = asyncio.run(_db_stats(args.admin_dsn, args.dbname))
@@ -878,6 +885,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the coopgig server, e.g. DB_POOL_SIZE=20 (repeatable; "
                         "for experiments: say so when you quote the numbers)")
+    p.add_argument("--profile", action="store_true",
+                   help="sample the app's workers with py-spy during each measured run (bench/profile.py; "
+                        "it costs the app a little throughput)")
     p.add_argument("--list", action="store_true", help="list the endpoints and exit")
     args = p.parse_args(argv)
     if args.duration < 1 or args.duration > 600:
