@@ -402,7 +402,7 @@ async def offered_bookings(database_url: str, market: Market, n: int) -> list[Pr
                          None, None, None, expires, now, now))
         why = json.dumps({"score": 0.8, "distance_km": 0.7, "formula": "bench"})
         offers.append((uuid.uuid4(), bid, market.coop_ids[c], w.member_id, "open", 1, 0.8, why, rate, price,
-                       breakdown, terms, expires, None, now))
+                       excl, breakdown, terms, expires, None, now))
         events.append((uuid.uuid4(), bid, None, "pending_payment", market.client_ids[c][0], "client",
                        json.dumps({"direct": False, "candidates": 1}), now, time.time_ns()))
         events.append((uuid.uuid4(), bid, "pending_payment", "offered", None, "system",
@@ -414,8 +414,8 @@ async def offered_bookings(database_url: str, market: Market, n: int) -> list[Pr
             await conn.copy_records_to_table("booking", columns=BOOKING_COLUMNS, records=bookings)
             await conn.copy_records_to_table("booking_offer", columns=[
                 "id", "booking_id", "cooperative_id", "member_id", "status", "rank", "score", "why",
-                "hourly_rate_cents", "price_cents", "breakdown", "quote_terms", "expires_at", "responded_at",
-                "created_at"], records=offers)
+                "hourly_rate_cents", "price_cents", "price_excl_vat_cents", "breakdown", "quote_terms", "expires_at",
+                "responded_at", "created_at"], records=offers)
             await conn.copy_records_to_table("booking_event", columns=[
                 "id", "booking_id", "from_status", "to_status", "actor_user_id", "actor_role", "data", "created_at",
                 "seq"], records=events)

@@ -131,7 +131,8 @@ class BookingOffer(SQLModel, table=True):
     score: float = Field(sa_type=Float, nullable=False)
     why: dict[str, Any] = json_field()
     hourly_rate_cents: int = Field(nullable=False)
-    price_cents: int = Field(nullable=False)
+    price_cents: int = Field(nullable=False)  # incl. VAT
+    price_excl_vat_cents: int = Field(nullable=False)  # what `breakdown` splits
     breakdown: dict[str, Any] = json_field()
     quote_terms: dict[str, Any] = json_field()
     expires_at: datetime = timestamp_field()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
-from app.deps import ClientUser, CurrentUser, GatewayDep, NowDep, RateCardsDep, SessionDep, WorkerUser
+from app.deps import ClientUser, CurrentUser, DatabaseDep, GatewayDep, NowDep, RateCardsDep, SessionDep, WorkerUser
 from app.errors import Forbidden, Invalid
 from app.models import Booking, Cooperative, Service
 from app.models.coop_settings import settings_of
@@ -125,8 +125,8 @@ async def get_offers(user: WorkerUser, session: SessionDep, now: NowDep) -> list
 
 
 @router.post("/bookings/{booking_id}/accept", response_model=BookingPublic)
-async def accept(booking_id: uuid.UUID, user: WorkerUser, session: SessionDep, now: NowDep) -> BookingPublic:
-    booking = await bookings.accept(session, booking_id=booking_id, actor=_actor(user),
+async def accept(booking_id: uuid.UUID, user: WorkerUser, db: DatabaseDep, now: NowDep) -> BookingPublic:
+    booking = await bookings.accept(db, booking_id=booking_id, actor=_actor(user),
                                     cooperative_id=user.cooperative_id, now=now)
     return booking_public(booking, role=user.role, member_id=user.member_id)
 

@@ -9,12 +9,13 @@ key, then its answer is recorded. A crash in between leaves a pending status tha
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -155,7 +156,8 @@ async def _open_offers(session: AsyncSession, booking: Booking, picks: list[Pric
             booking_id=booking.id, cooperative_id=booking.cooperative_id,
             member_id=uuid.UUID(pick.ranked.candidate.member_id), status="open", rank=rank_,
             score=pick.ranked.score, why=pick.ranked.why, hourly_rate_cents=pick.ranked.candidate.hourly_rate_cents,
-            price_cents=pick.quote.breakdown.price_cents, breakdown=pick.quote.breakdown.to_dict(),
+            price_cents=pick.quote.breakdown.price_cents, price_excl_vat_cents=pick.quote.price_excl_vat_cents,
+            breakdown=pick.quote.breakdown.to_dict(),
             quote_terms=pick.quote.terms, expires_at=expires, created_at=now))
     booking.offers_expire_at = expires
 
@@ -314,21 +316,32 @@ async def _offer_for(session: AsyncSession, booking_id: uuid.UUID, member_id: uu
     return offer
 
 
-async def accept(session: AsyncSession, *, booking_id: uuid.UUID, actor: Actor, cooperative_id: uuid.UUID,
-                 now: datetime) -> Booking:
-    """First worker to accept wins (conditional update); the database refuses overlapping holds.
+# ---- acceptance (the hot path: every open booking is raced for) --------------------------------
 
-    Hot path (every open booking is raced for): one read for every check, then one UPDATE that
-    copies the offer's terms inside the database, one for the offers, one event.
-    """
-    row = (await session.execute(
-        select(BookingOffer.id, BookingOffer.status, BookingOffer.expires_at, BookingOffer.rank,
-               BookingOffer.price_cents, BookingOffer.hourly_rate_cents, Booking.status, Booking.starts_at,
-               Booking.ends_at, Booking.duration_minutes, Member.stage, Member.suspended)
-        .join(Booking, Booking.id == BookingOffer.booking_id)
-        .join(Member, Member.id == BookingOffer.member_id)
-        .where(BookingOffer.booking_id == booking_id, BookingOffer.member_id == actor.member_id,
-               BookingOffer.cooperative_id == cooperative_id))).first()
+_ACCEPT_READ = (
+    select(BookingOffer.id, BookingOffer.status, BookingOffer.expires_at, BookingOffer.rank,
+           BookingOffer.price_cents, BookingOffer.hourly_rate_cents, Booking.status, Booking.starts_at,
+           Booking.ends_at, Booking.duration_minutes, Member.stage, Member.suspended)
+    .join(Booking, Booking.id == BookingOffer.booking_id)
+    .join(Member, Member.id == BookingOffer.member_id)
+    .where(BookingOffer.booking_id == bindparam("p_booking"), BookingOffer.member_id == bindparam("p_member"),
+           BookingOffer.cooperative_id == bindparam("p_cooperative"))
+)
+
+
+@dataclass(frozen=True)
+class _Acceptable:
+    offer_id: uuid.UUID
+    rank: int
+    offer_price_cents: int
+    hourly_rate_cents: int
+    starts_at: datetime
+    ends_at: datetime
+    duration_minutes: int
+
+
+def _acceptable(row, now: datetime) -> _Acceptable:
+    """The checks of an acceptance, in the order a worker should hear about them."""
     if row is None:
         raise NotFound("No such offer for you", code="offer_not_found")
     (offer_id, offer_status, expires_at, rank, offer_price, rate, status, starts_at, ends_at, minutes, stage,
@@ -343,39 +356,116 @@ async def accept(session: AsyncSession, *, booking_id: uuid.UUID, actor: Actor, 
         raise Conflict(f"This offer is {offer_status}", code="offer_closed")
     if expires_at <= now:
         raise Conflict("This offer has expired", code="offer_expired")
-    if session.get_bind().dialect.name != "postgresql":
-        # SQLite: this unit of work holds the database write lock (BEGIN IMMEDIATE), so this check
-        # and the update below cannot interleave with another acceptance.
-        overlapping = (await session.execute(select(func.count()).select_from(Booking).where(
-            Booking.worker_member_id == actor.member_id, Booking.status.in_(HOLDING_STATUSES),
-            Booking.starts_at < ends_at, Booking.ends_at > starts_at))).scalar_one()
-        if overlapping:
-            raise Conflict("You already hold a booking at that time", code="overlapping_booking")
-    try:
-        booking = (await session.execute(
-            update(Booking)
-            .where(Booking.id == booking_id, Booking.status == "offered", BookingOffer.id == offer_id,
-                   BookingOffer.booking_id == Booking.id)
-            .values(status="accepted", worker_member_id=actor.member_id, hourly_rate_cents=rate,
-                    price_cents=BookingOffer.price_cents, price_excl_vat_cents=quotes.price_excl_vat(rate, minutes),
-                    breakdown=BookingOffer.breakdown, quote_terms=BookingOffer.quote_terms, updated_at=now)
-            .returning(Booking)
-            .execution_options(synchronize_session=False))).scalar_one_or_none()
-    except IntegrityError as exc:
-        await session.rollback()
-        if "ex_booking_worker_no_overlap" in str(exc.orig):
-            raise Conflict("You already hold a booking at that time", code="overlapping_booking") from None
-        raise
-    if booking is None:
-        await session.rollback()
-        raise Conflict("Another worker took this booking first", code="already_taken")
-    mine = BookingOffer.id == offer_id
+    return _Acceptable(offer_id, rank, offer_price, rate, starts_at, ends_at, minutes)
+
+
+# What the API shows of a booking (routers/bookings.booking_public): the accepted row is returned
+# with these columns only.
+PUBLIC_COLUMNS = tuple(Booking.__table__.c[name] for name in (
+    "id", "status", "service_id", "starts_at", "ends_at", "duration_minutes", "lat", "lon", "address", "notes",
+    "worker_member_id", "price_cents", "currency", "breakdown", "actual_minutes", "final_price_cents",
+    "cancelled_by", "cancel_reason", "payment_provider", "payment_intent_id", "payment_client_secret",
+    "payment_status", "created_at"))
+
+
+def _accept_statement():
+    """PostgreSQL: the whole acceptance as ONE statement (so, in autocommit, one atomic round trip).
+
+    The booking takes the offer's terms only if it is still `offered`, the offer still open and
+    unexpired and the member active (a concurrent acceptance waits on the booking's row lock, then
+    finds it taken); the other open offers are withdrawn and the event recorded only if that update
+    happened. The exclusion constraint refuses a second overlapping hold of the worker. When nothing
+    is updated, `accept` reads the state to say why (_acceptable).
+    """
+    booking, offer, member, event = (Booking.__table__, BookingOffer.__table__, Member.__table__,
+                                     BookingEvent.__table__)
+    now = bindparam("p_now", type_=booking.c.updated_at.type)
+    me = bindparam("p_member", type_=offer.c.member_id.type)
+    accepted = (
+        update(booking)
+        .where(booking.c.id == bindparam("p_booking"), booking.c.status == "offered",
+               offer.c.booking_id == booking.c.id, offer.c.member_id == me,
+               offer.c.cooperative_id == bindparam("p_cooperative"), offer.c.status == "open",
+               offer.c.expires_at > now, member.c.id == offer.c.member_id, member.c.suspended.is_(False),
+               member.c.stage.in_(matching.ACTIVE_STAGES))
+        .values(status="accepted", worker_member_id=me, hourly_rate_cents=offer.c.hourly_rate_cents,
+                price_cents=offer.c.price_cents, price_excl_vat_cents=offer.c.price_excl_vat_cents,
+                breakdown=offer.c.breakdown, quote_terms=offer.c.quote_terms, updated_at=now)
+        .returning(*PUBLIC_COLUMNS, offer.c.rank.label("offer_rank"))
+        .cte("accepted"))
+    mine = offer.c.member_id == me
+    closed = (
+        update(offer)
+        .where(offer.c.booking_id == bindparam("p_booking"), offer.c.status == "open",
+               exists(select(accepted.c.id)))
+        .values(status=case((mine, "accepted"), else_="withdrawn"),
+                responded_at=case((mine, now), else_=offer.c.responded_at))
+        .returning(offer.c.id)
+        .cte("closed_offers"))
+    recorded = (
+        insert(event).from_select(
+            ["id", "booking_id", "from_status", "to_status", "actor_user_id", "actor_role", "data", "created_at",
+             "seq"],
+            select(bindparam("p_event", type_=event.c.id.type), accepted.c.id, literal("offered"),
+                   literal("accepted"), bindparam("p_user", type_=event.c.actor_user_id.type), literal("worker"),
+                   func.jsonb_build_object("offer_rank", accepted.c.offer_rank, "price_cents", accepted.c.price_cents),
+                   now, bindparam("p_seq", type_=event.c.seq.type)))
+        .returning(event.c.id)
+        .cte("recorded"))
+    return select(*(accepted.c[c.name] for c in PUBLIC_COLUMNS)).add_cte(closed, recorded)
+
+
+_ACCEPT = _accept_statement()
+
+
+async def accept(db, *, booking_id: uuid.UUID, actor: Actor, cooperative_id: uuid.UUID, now: datetime):
+    """First worker to accept wins; the database refuses overlapping holds. Returns the booking as
+    the API shows it (PUBLIC_COLUMNS).
+
+    PostgreSQL: one statement (_accept_statement) outside any explicit transaction, and a read only
+    to explain a refusal. SQLite: one serialized unit of work (_accept_serialized).
+    """
+    # (Parameter names never match a column name: in an UPDATE, those would become SET values.)
+    params = {"p_booking": booking_id, "p_member": actor.member_id, "p_cooperative": cooperative_id}
+    if db.settings.is_sqlite:
+        async with db.sessionmaker() as session:
+            return await _accept_serialized(session, params, actor=actor, now=now)
+    async with db.autocommit.connect() as conn:
+        try:
+            booking = (await conn.execute(_ACCEPT, {**params, "p_now": now, "p_user": actor.user_id,
+                                                    "p_event": uuid.uuid4(), "p_seq": time.time_ns()})).first()
+        except IntegrityError as exc:
+            if "ex_booking_worker_no_overlap" in str(exc.orig):
+                raise Conflict("You already hold a booking at that time", code="overlapping_booking") from None
+            raise
+        if booking is None:  # refused, or lost a race (another worker, an expiry): say which
+            _acceptable((await conn.execute(_ACCEPT_READ, params)).first(), now)
+            raise Conflict("Another worker took this booking first", code="already_taken")
+    return booking
+
+
+async def _accept_serialized(session: AsyncSession, params: dict[str, Any], *, actor: Actor, now: datetime) -> Booking:
+    """SQLite: this unit of work holds the database write lock (BEGIN IMMEDIATE), so the overlap
+    check and the updates cannot interleave with another acceptance."""
+    ok = _acceptable((await session.execute(_ACCEPT_READ, params)).first(), now)
+    overlapping = (await session.execute(select(func.count()).select_from(Booking).where(
+        Booking.worker_member_id == actor.member_id, Booking.status.in_(HOLDING_STATUSES),
+        Booking.starts_at < ok.ends_at, Booking.ends_at > ok.starts_at))).scalar_one()
+    if overlapping:
+        raise Conflict("You already hold a booking at that time", code="overlapping_booking")
+    offer = await session.get(BookingOffer, ok.offer_id)
+    booking = await session.get(Booking, params["p_booking"])
+    booking.status, booking.worker_member_id, booking.hourly_rate_cents = "accepted", actor.member_id, ok.hourly_rate_cents
+    booking.price_cents, booking.breakdown, booking.quote_terms = offer.price_cents, offer.breakdown, offer.quote_terms
+    booking.price_excl_vat_cents = offer.price_excl_vat_cents
+    booking.updated_at = now
+    mine = BookingOffer.id == ok.offer_id
     await session.execute(
-        update(BookingOffer).where(BookingOffer.booking_id == booking_id, BookingOffer.status == "open")
+        update(BookingOffer).where(BookingOffer.booking_id == booking.id, BookingOffer.status == "open")
         .values(status=case((mine, "accepted"), else_="withdrawn"),
                 responded_at=case((mine, now), else_=BookingOffer.responded_at))
         .execution_options(synchronize_session=False))
-    _event(session, booking, "accepted", actor, now, {"offer_rank": rank, "price_cents": offer_price},
+    _event(session, booking, "accepted", actor, now, {"offer_rank": ok.rank, "price_cents": ok.offer_price_cents},
            from_status="offered")
     await session.commit()
     return booking

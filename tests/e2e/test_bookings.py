@@ -8,8 +8,11 @@ from datetime import timedelta
 
 import pytest
 
+from sqlalchemy import select
+
 from app.domain import ledger as ledger_rules
-from app.services import bookings, ledger, tenancy
+from app.models import Booking, BookingEvent, BookingOffer
+from app.services import bookings, ledger, quotes, tenancy
 from tests.factories import make_user
 from tests.market import Clock, add_worker, booking_body, make_market, next_day_at, set_coop_settings
 
@@ -142,6 +145,43 @@ async def test_open_booking_first_acceptance_wins_and_closes_other_offers(client
     lost = await client.post(f"/bookings/{booking['id']}/accept", headers=market.workers[0].headers)
     assert lost.status_code == 409 and lost.json()["error"]["code"] == "already_taken"
     assert (await client.get("/offers", headers=market.workers[2].headers)).json() == []
+
+
+async def test_acceptance_changes_exactly_the_booking_its_offers_and_records_who(client, db, settings, clock):
+    """What an acceptance writes, row by row: the winner's terms on the booking, the winner's offer
+    accepted and the others withdrawn (each still the same worker's), one event with who and what."""
+    market = await make_market(client, db, settings, workers=3)
+    booking = (await client.post("/bookings", headers=market.client.headers, json=booking_body(market))).json()
+    other = (await client.post("/bookings", headers=market.client.headers,
+                               json=booking_body(market, starts_at=next_day_at(16)))).json()
+    winner = market.workers[2]
+    clock.advance(timedelta(minutes=3))
+    before = clock()
+    won = await client.post(f"/bookings/{booking['id']}/accept", headers=winner.headers)
+    after = clock()
+    assert won.status_code == 200, won.text
+    async with db.sessionmaker() as s:
+        rows = {str(o.member_id): o for o in (await s.execute(
+            select(BookingOffer).where(BookingOffer.booking_id == uuid.UUID(booking["id"])))).scalars()}
+        b = await s.get(Booking, uuid.UUID(booking["id"]))
+        untouched = list((await s.execute(select(BookingOffer.status, BookingOffer.member_id).where(
+            BookingOffer.booking_id == uuid.UUID(other["id"])))).all())
+        events = list((await s.execute(select(BookingEvent).where(
+            BookingEvent.booking_id == b.id, BookingEvent.to_status == "accepted"))).scalars())
+    assert set(rows) == {w.member_id for w in market.workers}
+    assert rows[winner.member_id].status == "accepted" and before <= rows[winner.member_id].responded_at <= after
+    assert {rows[w.member_id].status for w in market.workers[:2]} == {"withdrawn"}
+    assert all(rows[w.member_id].responded_at is None for w in market.workers[:2])
+    assert str(b.worker_member_id) == winner.member_id and b.hourly_rate_cents == rows[winner.member_id].hourly_rate_cents
+    assert b.price_cents == rows[winner.member_id].price_cents == won.json()["price_cents"]
+    assert b.breakdown == rows[winner.member_id].breakdown and b.quote_terms == rows[winner.member_id].quote_terms
+    assert b.price_excl_vat_cents == quotes.price_excl_vat(b.hourly_rate_cents, b.duration_minutes)
+    assert str(b.cooperative_id) == str(rows[winner.member_id].cooperative_id) and before <= b.updated_at <= after
+    # the other booking's offers are still open, each with its own worker
+    assert sorted((st, str(m)) for st, m in untouched) == sorted(("open", w.member_id) for w in market.workers)
+    assert [(e.from_status, str(e.actor_user_id), e.actor_role, e.data) for e in events] == [
+        ("offered", winner.id, "worker", {"offer_rank": rows[winner.member_id].rank,
+                                                "price_cents": rows[winner.member_id].price_cents})]
 
 
 async def test_max_price_limits_who_is_offered(client, db, settings, clock):
