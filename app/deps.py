@@ -37,6 +37,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session for read-only use cases: each statement runs on its own, outside any transaction
+    (no BEGIN/ROLLBACK round trips; on SQLite, no write lock). Never for writes."""
+    db = request.app.state.db
+    async with db.sessionmaker(bind=db.autocommit) as session:
+        yield session
+
+
 async def get_clock(request: Request) -> Callable[[], datetime]:
     return request.app.state.clock
 
@@ -60,6 +68,7 @@ GatewayDep = Annotated[PaymentGateway, Depends(get_gateway)]
 RateCardsDep = Annotated[object, Depends(get_rate_cards)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 
 _bearer = HTTPBearer(auto_error=False)
 

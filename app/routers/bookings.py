@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
-from app.deps import ClientUser, CurrentUser, DatabaseDep, GatewayDep, NowDep, RateCardsDep, SessionDep, WorkerUser
+from app.deps import ClientUser, CurrentUser, DatabaseDep, GatewayDep, NowDep, RateCardsDep, ReadSessionDep, SessionDep, WorkerUser
 from app.errors import Forbidden, Invalid
 from app.models import Booking, Cooperative, Service
 from app.models.coop_settings import settings_of
@@ -58,7 +58,7 @@ def _actor(user) -> Actor:
 
 @router.get("/matches", response_model=list[Match])
 async def get_matches(
-    user: ClientUser, session: SessionDep, rate_cards: RateCardsDep, now: NowDep,
+    user: ClientUser, session: ReadSessionDep, rate_cards: RateCardsDep, now: NowDep,
     service_id: uuid.UUID, starts_at: AwareDatetime,
     duration_minutes: Annotated[int, Query(ge=15, le=12 * 60)],
     lat: Annotated[float, Query(ge=-90, le=90)], lon: Annotated[float, Query(ge=-180, le=180)],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import Float, and_, bindparam, exists, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import matching
@@ -29,44 +29,69 @@ def weights_of(s: CooperativeSettings) -> matching.Weights:
                             rating_prior_weight=s.rating_prior_weight)
 
 
+def _in(column, values: tuple[str, ...]):
+    """`column IN ('a', 'b')` with the values in the SQL text: a fixed statement, no expanding parameters."""
+    return column.in_([literal_column(f"'{v}'") for v in values])
+
+
+def _candidate_search(dialect: str):
+    """The eligibility query, built once per dialect (it runs on every matches request: building and
+    cache-keying a statement this size costs more than PostgreSQL takes to run it).
+
+    Parameters: c_coop, c_service, c_start, c_end, c_lat, c_lon, c_kmlon (km per degree of longitude
+    at the client's latitude), c_month_start, c_month_end.
+    """
+    starts_at = bindparam("c_start", type_=Booking.__table__.c.starts_at.type)
+    ends_at = bindparam("c_end", type_=Booking.__table__.c.ends_at.type)
+    lat, lon = bindparam("c_lat", type_=Float), bindparam("c_lon", type_=Float)
+    available = exists().where(AvailabilityWindow.member_id == Member.id, AvailabilityWindow.starts_at <= starts_at,
+                               AvailabilityWindow.ends_at >= ends_at)
+    if dialect == "postgresql":
+        # The same overlap test as the exclusion constraint, so its GiST index answers it directly
+        # instead of reading each worker's whole booking history.
+        overlaps = func.tstzrange(Booking.starts_at, Booking.ends_at, literal_column("'[)'")).op("&&")(
+            func.tstzrange(starts_at, ends_at, literal_column("'[)'")))
+    else:
+        overlaps = and_(Booking.starts_at < ends_at, Booking.ends_at > starts_at)
+    holding = _in(Booking.status, HOLDING_STATUSES)
+    busy = exists().where(Booking.worker_member_id == Member.id, holding, overlaps)
+    # Evaluated only for the members that pass every filter (index on worker, start time).
+    booked_minutes = (select(func.coalesce(func.sum(Booking.duration_minutes), 0))
+                      .where(Booking.worker_member_id == Member.id, holding,
+                             Booking.starts_at >= bindparam("c_month_start", type_=starts_at.type),
+                             Booking.starts_at < bindparam("c_month_end", type_=starts_at.type))
+                      .scalar_subquery())
+    return (
+        select(Member.id, User.display_name, Member.lat, Member.lon, Member.radius_km, Offering.hourly_rate_cents,
+               Member.rating_sum, Member.rating_count, booked_minutes, Member.fixed_monthly_gross_cents)
+        .join(User, User.id == Member.user_id)
+        .join(Offering, and_(Offering.member_id == Member.id, Offering.service_id == bindparam("c_service")))
+        .where(Member.cooperative_id == bindparam("c_coop"), _in(Member.stage, ACTIVE_STAGES),
+               Member.suspended.is_(False), User.is_active.is_(True), Member.lat.is_not(None),
+               func.abs(Member.lat - lat) * literal_column(repr(matching.KM_PER_DEGREE_LAT)) <= Member.radius_km,
+               func.abs(Member.lon - lon) * bindparam("c_kmlon", type_=Float) <= Member.radius_km,
+               available, ~busy)
+    )
+
+
+_SEARCH = {"postgresql": _candidate_search("postgresql"), "sqlite": _candidate_search("sqlite")}
+
+
 async def candidates(session: AsyncSession, *, cooperative_id: uuid.UUID, service_id: uuid.UUID,
                      starts_at: datetime, ends_at: datetime, lat: float, lon: float,
                      only_member: uuid.UUID | None = None, exclude: set[uuid.UUID] | None = None,
                      ) -> list[matching.Candidate]:
     """Eligible members for the slot, with what ranking needs (booked minutes of the slot's month)."""
-    kmlon = matching.km_per_degree_lon(lat)
-    available = exists().where(AvailabilityWindow.member_id == Member.id, AvailabilityWindow.starts_at <= starts_at,
-                               AvailabilityWindow.ends_at >= ends_at)
-    if session.get_bind().dialect.name == "postgresql":
-        # The same overlap test as the exclusion constraint, so its GiST index answers it directly
-        # instead of reading each worker's whole booking history.
-        overlaps = func.tstzrange(Booking.starts_at, Booking.ends_at, "[)").op("&&")(
-            func.tstzrange(starts_at, ends_at, "[)"))
-    else:
-        overlaps = and_(Booking.starts_at < ends_at, Booking.ends_at > starts_at)
-    busy = exists().where(Booking.worker_member_id == Member.id, Booking.status.in_(HOLDING_STATUSES), overlaps)
-    month_start, month_end = month_bounds(starts_at)
-    # Evaluated only for the members that pass every filter (index on worker, start time).
-    booked_minutes = (select(func.coalesce(func.sum(Booking.duration_minutes), 0))
-                      .where(Booking.worker_member_id == Member.id, Booking.status.in_(HOLDING_STATUSES),
-                             Booking.starts_at >= month_start, Booking.starts_at < month_end)
-                      .scalar_subquery())
-    query = (
-        select(Member.id, User.display_name, Member.lat, Member.lon, Member.radius_km, Offering.hourly_rate_cents,
-               Member.rating_sum, Member.rating_count, booked_minutes, Member.fixed_monthly_gross_cents)
-        .join(User, User.id == Member.user_id)
-        .join(Offering, and_(Offering.member_id == Member.id, Offering.service_id == service_id))
-        .where(Member.cooperative_id == cooperative_id, Member.stage.in_(ACTIVE_STAGES),
-               Member.suspended.is_(False), User.is_active.is_(True), Member.lat.is_not(None),
-               func.abs(Member.lat - lat) * matching.KM_PER_DEGREE_LAT <= Member.radius_km,
-               func.abs(Member.lon - lon) * kmlon <= Member.radius_km,
-               available, ~busy)
-    )
+    query = _SEARCH[session.get_bind().dialect.name]
     if only_member is not None:
         query = query.where(Member.id == only_member)
     if exclude:
         query = query.where(Member.id.not_in(exclude))
-    rows = (await session.execute(query)).all()
+    month_start, month_end = month_bounds(starts_at)
+    rows = (await session.execute(query, {
+        "c_coop": cooperative_id, "c_service": service_id, "c_start": starts_at, "c_end": ends_at, "c_lat": lat,
+        "c_lon": lon, "c_kmlon": matching.km_per_degree_lon(lat), "c_month_start": month_start,
+        "c_month_end": month_end})).all()
     return [matching.Candidate(str(mid), name, mlat, mlon, radius, rate, rsum, rcount, int(booked), expected)
             for mid, name, mlat, mlon, radius, rate, rsum, rcount, booked, expected in rows]
 
