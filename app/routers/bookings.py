@@ -63,7 +63,7 @@ async def get_matches(
     duration_minutes: Annotated[int, Query(ge=15, le=12 * 60)],
     lat: Annotated[float, Query(ge=-90, le=90)], lon: Annotated[float, Query(ge=-180, le=180)],
     max_price_cents: Annotated[int | None, Query(gt=0)] = None,
-) -> list[Match]:
+) -> JSONResponse:
     """Ranked workers available for the slot, each with the price and where every euro goes."""
     service = await session.get(Service, service_id)
     if service is None or service.cooperative_id != user.cooperative_id:
@@ -72,12 +72,14 @@ async def get_matches(
     priced = await bookings.priced_matches(session, rate_cards, cooperative_id=user.cooperative_id, service=service,
                                            starts_at=starts_at, duration_minutes=duration_minutes, lat=lat, lon=lon,
                                            now=now, max_price_cents=max_price_cents, limit=limit)
-    return [Match(worker_id=p.ranked.candidate.member_id, display_name=p.ranked.candidate.display_name,
-                  rating=p.ranked.rating, rating_count=p.ranked.candidate.rating_count,
-                  distance_km=round(p.ranked.distance_km, 2), hourly_rate_cents=p.ranked.candidate.hourly_rate_cents,
-                  price_cents=p.quote.breakdown.price_cents, breakdown=p.quote.breakdown.to_dict(),
-                  score=round(p.ranked.score, 6), why=p.ranked.why)
-            for p in priced]
+    # Plain JSON (the fields of `Match`, in its order): every value is already of its API type, and
+    # validating twenty nested breakdowns again would cost more than the ranking.
+    return JSONResponse([{
+        "worker_id": p.ranked.candidate.member_id, "display_name": p.ranked.candidate.display_name,
+        "rating": p.ranked.rating, "rating_count": p.ranked.candidate.rating_count,
+        "distance_km": round(p.ranked.distance_km, 2), "hourly_rate_cents": p.ranked.candidate.hourly_rate_cents,
+        "price_cents": p.quote.breakdown.price_cents, "breakdown": p.quote.breakdown.to_dict(),
+        "score": round(p.ranked.score, 6), "why": p.ranked.why} for p in priced])
 
 
 @router.post("/bookings", status_code=201, response_model=BookingPublic)

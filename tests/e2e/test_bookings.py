@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from app.domain import ledger as ledger_rules
 from app.models import Booking, BookingEvent, BookingOffer
+from app.models.marketplace_api import Match
 from app.services import bookings, ledger, quotes, tenancy
 from tests.factories import make_user
 from tests.market import Clock, add_worker, booking_body, make_market, next_day_at, set_coop_settings
@@ -42,6 +43,8 @@ async def test_matches_are_ranked_priced_and_explained(client, db, settings, clo
     matches = resp.json()
     assert [m["worker_id"] for m in matches] == [w.member_id for w in market.workers]  # nearest first here
     for m in matches:
+        # exactly the contract's fields (the route writes its JSON itself)
+        assert list(m) == list(Match.model_fields) and Match.model_validate(m)
         assert _sum_lines(m["breakdown"]) == m["price_cents"] == m["breakdown"]["price_cents"]
         assert m["why"]["distance_km"] == pytest.approx(m["distance_km"], abs=0.01)
         assert set(m["why"]) >= {"distance_term", "rating_term", "fair_share_term", "weights", "score"}
