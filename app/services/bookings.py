@@ -20,7 +20,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import bookings as rules
-from app.domain import ledger as ledger_rules
 from app.domain.errors import PriceTooLow
 from app.domain.fees import Breakdown
 from app.domain.money import apply_bps
@@ -672,23 +671,19 @@ async def record_capture(session: AsyncSession, booking: Booking, *, processing_
     """Post a captured payment to the ledger (once: the references are per payment intent).
 
     VAT, processing, the contribution and the member's turnover are posted exactly as the booking's
-    breakdown says; the processor's actual fee replaces the estimate when it is known.
+    breakdown says; the processor's actual fee replaces the estimate when it is known. (The webhook's
+    one-statement capture on PostgreSQL, app/services/payments.py, posts the same plan.)
     """
-    breakdown = breakdown_of(booking)
-    amount = breakdown.price_cents if amount_cents is None else amount_cents
-    if amount != breakdown.price_cents:
-        log.error("captured amount differs from the booking's price",
-                  extra={"booking_id": str(booking.id), "captured": amount, "price": breakdown.price_cents})
-        booking.payment_issue = f"captured {amount} cents for a price of {breakdown.price_cents}"
-    fee = breakdown.processing_fee_cents if processing_fee_cents is None else processing_fee_cents
-    postings = ledger_rules.capture_postings(
-        payment_intent_id=booking.payment_intent_id, member_id=str(booking.worker_member_id), breakdown=breakdown,
-        processing_fee_cents=fee, payer=breakdown.processing_fee_payer, currency=booking.currency)
-    results = await ledger.post_many(session, cooperative_id=booking.cooperative_id, postings=postings,
+    from app.services.payments import plan_capture  # noqa: PLC0415  (payments imports this module)
+
+    plan = plan_capture(booking, processing_fee_cents=processing_fee_cents, amount_cents=amount_cents)
+    if plan.issue is not None:
+        booking.payment_issue = plan.issue
+    results = await ledger.post_many(session, cooperative_id=booking.cooperative_id, postings=plan.postings,
                                      occurred_at=now)
     created = any(r.created for r in results)
     booking.payment_status = "captured"
-    booking.captured_cents = amount
+    booking.captured_cents = plan.amount_cents
     return created
 
 

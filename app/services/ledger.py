@@ -99,6 +99,82 @@ async def post_many(session: AsyncSession, *, cooperative_id: uuid.UUID, posting
             else PostResult(existing[p.reference], False) for p in postings]
 
 
+# --- PostgreSQL: one business event's postings inside one statement --------------------------------
+#
+# The webhook hot path (app/services/payments.py) writes a capture in a single statement: these CTEs
+# open the accounts not seen yet, insert the transactions and their entries from arrays, account ids
+# resolved in SQL. `{gate}` is a condition (e.g. `EXISTS (SELECT 1 FROM ev)`) the caller's statement
+# makes true only when the business change was applied; `{p}` prefixes the caller's positional
+# parameters ($n, numbered from `first`). Nothing here is lenient: a reference posted before (unique
+# violation) or an account opened concurrently since the statement's snapshot (NULL account id) makes
+# the whole statement fail, and the caller takes the general path (`post_many`) instead. The posting
+# rules stay app/domain/ledger.py's: this only decides how their rows are written.
+
+PG_POSTINGS_PARAMS = ("cooperative_id", "occurred_at", "created_at", "acc_currencies", "acc_codes", "acc_kinds",
+                      "acc_members", "tx_currencies", "tx_references", "tx_kinds", "tx_descriptions",
+                      "e_references", "e_codes", "e_amounts")
+
+
+def pg_postings_ctes(*, first: int, gate: str) -> str:
+    """The CTEs `ledger_acct_new, ledger_acct, ledger_tx, ledger_en` (see above); their parameters are
+    `pg_postings_args(...)` in order, from `$first`."""
+    n = {name: f"${first + i}" for i, name in enumerate(PG_POSTINGS_PARAMS)}
+    return f"""
+ledger_acct_new AS (
+    INSERT INTO ledger_account (id, cooperative_id, currency, code, kind, member_id, created_at)
+    SELECT gen_random_uuid(), {n['cooperative_id']}, a.currency, a.code, a.kind, a.member_id, {n['created_at']}
+    FROM unnest({n['acc_currencies']}::varchar[], {n['acc_codes']}::varchar[], {n['acc_kinds']}::varchar[],
+                {n['acc_members']}::uuid[]) AS a(currency, code, kind, member_id)
+    WHERE {gate} AND NOT EXISTS (SELECT 1 FROM ledger_account x WHERE x.cooperative_id = {n['cooperative_id']}
+                                 AND x.currency = a.currency AND x.code = a.code)
+    ON CONFLICT (cooperative_id, currency, code) DO NOTHING
+    RETURNING id, currency, code),
+ledger_acct AS (
+    SELECT id, currency, code FROM ledger_acct_new
+    UNION ALL
+    SELECT x.id, x.currency, x.code
+    FROM ledger_account x
+    JOIN unnest({n['acc_currencies']}::varchar[], {n['acc_codes']}::varchar[]) AS a(currency, code)
+      ON x.currency = a.currency AND x.code = a.code
+    WHERE x.cooperative_id = {n['cooperative_id']}),
+ledger_tx AS (
+    INSERT INTO ledger_transaction (id, cooperative_id, currency, reference, kind, description, occurred_at,
+                                    created_at)
+    SELECT gen_random_uuid(), {n['cooperative_id']}, t.currency, t.reference, t.kind, t.description,
+           {n['occurred_at']}, {n['created_at']}
+    FROM unnest({n['tx_currencies']}::varchar[], {n['tx_references']}::varchar[], {n['tx_kinds']}::varchar[],
+                {n['tx_descriptions']}::varchar[]) AS t(currency, reference, kind, description)
+    WHERE {gate}
+    RETURNING id, currency, reference),
+ledger_en AS (
+    INSERT INTO ledger_entry (id, transaction_id, account_id, cooperative_id, amount_cents, occurred_at)
+    SELECT gen_random_uuid(), ledger_tx.id,
+           (SELECT ledger_acct.id FROM ledger_acct
+            WHERE ledger_acct.currency = ledger_tx.currency AND ledger_acct.code = e.code),
+           {n['cooperative_id']}, e.amount, {n['occurred_at']}
+    FROM unnest({n['e_references']}::varchar[], {n['e_codes']}::varchar[], {n['e_amounts']}::bigint[])
+         AS e(reference, code, amount)
+    JOIN ledger_tx ON ledger_tx.reference = e.reference
+    RETURNING 1)"""
+
+
+def pg_postings_args(*, cooperative_id: uuid.UUID, postings: list[rules.Posting], occurred_at: datetime,
+                     created_at: datetime | None = None) -> list:
+    """The parameters of `pg_postings_ctes`, in `PG_POSTINGS_PARAMS` order (row ids: gen_random_uuid())."""
+    accounts = sorted({(p.currency, e.account) for p in postings for e in p.entries})  # sorted: lock order
+    codes = [code for _, code in accounts]
+    members = [rules.member_id_of(code) for code in codes]
+    return [
+        cooperative_id, occurred_at, created_at or utcnow(),
+        [c for c, _ in accounts], codes, [rules.account_kind(code).value for code in codes],
+        [uuid.UUID(m) if m else None for m in members],
+        [p.currency for p in postings], [p.reference for p in postings], [p.kind for p in postings],
+        [p.description[:500] for p in postings],
+        [p.reference for p in postings for _ in p.entries], [e.account for p in postings for e in p.entries],
+        [e.amount_cents for p in postings for e in p.entries],
+    ]
+
+
 async def balances(session: AsyncSession, *, cooperative_id: uuid.UUID, at: datetime | None = None,
                    currency: str | None = None) -> list[AccountBalance]:
     """Every account's balance, summed from its entries (as of `at` when given)."""

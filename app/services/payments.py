@@ -3,18 +3,30 @@ intent's current state), staff refunds, disputes, and the guarantee fund.
 
 A webhook's effect and the record that its event was processed commit in one transaction, so a
 redelivered event changes nothing, and an event that failed half-way is simply processed again.
+
+Webhooks never hold a row lock across the HTTP read of the intent: the booking is read first (no
+lock, no transaction), then the intent at Stripe, then the state is applied. On PostgreSQL the common
+case (`payment_intent.succeeded` for a completed booking waiting for its capture) is applied in ONE
+statement, a compare-and-set on the booking's state as it was read before the HTTP call, with the
+event record and the ledger postings (`_capture_fast`); anything else, or a booking that changed in
+between, takes the general path, which locks the booking and re-reads the intent if the booking
+changed since the first read (so late, repeated and reordered events still converge).
 """
+
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+import asyncpg
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import Database
 from app.domain import ledger as ledger_rules
 from app.domain.errors import RefundExceedsPayment
 from app.errors import Conflict, NotFound
@@ -43,28 +55,169 @@ def _intent_id_of(event: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-async def handle_event(session: AsyncSession, gateway: PaymentGateway, *, event: dict[str, Any],
+_UNREAD = object()  # the intent was not read (yet)
+_NO_INTENT_READ = frozenset({"charge.refunded", "charge.dispute.created", "charge.dispute.closed"})
+
+# The booking as the webhook first reads it (no lock): what decides the capture, and its version.
+_BOOKING_READ_COLUMNS = ("id", "cooperative_id", "status", "payment_status", "updated_at", "captured_cents",
+                         "refunded_cents", "payment_issue", "worker_member_id", "currency",
+                         "price_excl_vat_cents", "quote_terms", "payment_intent_id")
+
+
+@dataclass(slots=True)
+class _BookingRead:
+    id: uuid.UUID
+    cooperative_id: uuid.UUID
+    status: str
+    payment_status: str
+    updated_at: datetime
+    captured_cents: int
+    refunded_cents: int
+    payment_issue: str | None
+    worker_member_id: uuid.UUID | None
+    currency: str
+    price_excl_vat_cents: int
+    quote_terms: dict[str, Any]
+    payment_intent_id: str
+
+
+def _version(booking: Any) -> tuple:
+    """What a webhook's effect may change on a booking: equal versions, same state."""
+    return (booking.status, booking.payment_status, booking.updated_at, booking.captured_cents,
+            booking.refunded_cents, booking.payment_issue)
+
+
+# One round trip, outside any transaction: was the event processed, and the booking it concerns.
+_PG_READ = (
+    "SELECT EXISTS (SELECT 1 FROM stripe_event WHERE id = $2) AS seen, "
+    + ", ".join(f"b.{c}" for c in _BOOKING_READ_COLUMNS)
+    + " FROM (SELECT 1) AS one LEFT JOIN booking AS b ON b.payment_intent_id = $1"
+)
+_CORE_READ = select(*(getattr(Booking, c) for c in _BOOKING_READ_COLUMNS)).where(
+    Booking.payment_intent_id == bindparam("pi"))
+_CORE_SEEN = select(StripeEvent.id).where(StripeEvent.id == bindparam("event_id"))
+
+# The capture in one statement: the booking's compare-and-set (its state as read before the HTTP call),
+# the event's record (a plain insert: a redelivery fails it, and the general path answers
+# "duplicate"), then the ledger postings, each only if the step before happened.
+_PG_CAPTURE = (
+    """WITH upd AS (
+    UPDATE booking SET payment_status = 'captured', captured_cents = $5,
+                       payment_issue = COALESCE($6, payment_issue)
+    WHERE id = $1 AND status = $2 AND payment_status = $3 AND updated_at = $4
+    RETURNING id),
+ev AS (
+    INSERT INTO stripe_event (id, type, payment_intent_id, outcome, received_at)
+    SELECT $7, $8, $9, $10, $11 FROM upd
+    RETURNING id),"""
+    + ledger.pg_postings_ctes(first=12, gate="EXISTS (SELECT 1 FROM ev)")
+    + """
+SELECT (SELECT count(*) FROM ev) AS applied, (SELECT count(*) FROM ledger_en) AS entries"""
+)
+_CAPTURED = "captured: posted to the ledger"
+
+
+@dataclass(frozen=True)
+class CapturePlan:
+    amount_cents: int
+    postings: list[ledger_rules.Posting]
+    issue: str | None  # for staff: the processor took another amount than the price
+
+
+def plan_capture(booking: Any, *, processing_fee_cents: int | None, amount_cents: int | None) -> CapturePlan:
+    """What a captured payment posts (app/domain/ledger.py's rules, with the booking's frozen breakdown
+    and the processor's actual fee when known); `booking` is a Booking or the webhook's read of one."""
+    breakdown = bookings.breakdown_of(booking)
+    amount = breakdown.price_cents if amount_cents is None else amount_cents
+    issue = None
+    if amount != breakdown.price_cents:
+        log.error("captured amount differs from the booking's price",
+                  extra={"booking_id": str(booking.id), "captured": amount, "price": breakdown.price_cents})
+        issue = f"captured {amount} cents for a price of {breakdown.price_cents}"
+    fee = breakdown.processing_fee_cents if processing_fee_cents is None else processing_fee_cents
+    postings = ledger_rules.capture_postings(
+        payment_intent_id=booking.payment_intent_id, member_id=str(booking.worker_member_id), breakdown=breakdown,
+        processing_fee_cents=fee, payer=breakdown.processing_fee_payer, currency=booking.currency)
+    return CapturePlan(amount, postings, issue)
+
+
+async def handle_event(database: Database, gateway: PaymentGateway, *, event: dict[str, Any],
                        now: datetime) -> str:
     """Apply a verified Stripe event once; returns what was done (for the response and the logs)."""
     event_id, event_type = str(event.get("id") or ""), str(event.get("type") or "")
     if not event_id:
         return "ignored: no event id"
-    if await session.get(StripeEvent, event_id) is not None:
-        return "duplicate"
     pi_id = _intent_id_of(event)
-    outcome = await _apply(session, gateway, event_type, event, pi_id, now)
-    session.add(StripeEvent(id=event_id, type=event_type, payment_intent_id=pi_id, outcome=outcome[:200],
-                            received_at=now))
+    if pi_id is None:
+        return await _general(database, gateway, event_id, event_type, event, None, now)
+    if database.settings.is_sqlite:
+        async with database.autocommit.connect() as conn:
+            if (await conn.execute(_CORE_SEEN, {"event_id": event_id})).first() is not None:
+                return "duplicate"
+            row = (await conn.execute(_CORE_READ, {"pi": pi_id})).first()
+        booking = _BookingRead(*row) if row is not None else None
+    else:
+        async with database.autocommit.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            row = await driver.fetchrow(_PG_READ, pi_id, event_id)
+        if row["seen"]:
+            return "duplicate"
+        booking = _BookingRead(*row[1:]) if row["id"] is not None else None
+    intent: IntentState | None | object = _UNREAD
+    if booking is not None and event_type not in _NO_INTENT_READ:
+        # Read at Stripe with no transaction open and no row locked.
+        intent = await gateway.retrieve_intent(pi_id)
+        if (not database.settings.is_sqlite and isinstance(intent, IntentState) and intent.status == "succeeded"
+                and booking.status in ("completed", "cancelled") and booking.payment_status != "captured"):
+            if await _capture_fast(database, booking, intent, event_id, event_type, now):
+                return _CAPTURED
+    return await _general(database, gateway, event_id, event_type, event, pi_id, now, intent=intent,
+                          read=booking)
+
+
+async def _capture_fast(database: Database, booking: _BookingRead, intent: IntentState, event_id: str,
+                        event_type: str, now: datetime) -> bool:
+    """The capture, its event record and its postings in one statement (PostgreSQL, autocommit: the
+    statement is its own transaction, the ledger's deferred balance check runs at its end). False when
+    the booking changed since it was read, or the event or a posting exists already: the caller then
+    takes the general path, which sorts it out under the booking's lock."""
+    plan = plan_capture(booking, processing_fee_cents=intent.processing_fee_cents,
+                        amount_cents=intent.amount_received_cents)
+    args = [booking.id, booking.status, booking.payment_status, booking.updated_at, plan.amount_cents, plan.issue,
+            event_id, event_type[:100], booking.payment_intent_id, _CAPTURED, now,
+            *ledger.pg_postings_args(cooperative_id=booking.cooperative_id, postings=plan.postings,
+                                     occurred_at=now)]
     try:
-        await session.commit()
-    except IntegrityError:  # the same event, delivered twice at once: the other delivery did it
-        await session.rollback()
-        return "duplicate"
-    return outcome
+        async with database.autocommit.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            row = await driver.fetchrow(_PG_CAPTURE, *args)
+    except (asyncpg.IntegrityConstraintViolationError, asyncpg.TransactionRollbackError) as exc:
+        log.info("webhook capture: general path", extra={"payment_intent": booking.payment_intent_id,
+                                                          "reason": type(exc).__name__})
+        return False
+    return bool(row["applied"])
+
+
+async def _general(database: Database, gateway: PaymentGateway, event_id: str, event_type: str,
+                   event: dict[str, Any], pi_id: str | None, now: datetime, *, intent: Any = _UNREAD,
+                   read: _BookingRead | None = None) -> str:
+    """Any event: under the booking's lock, with the ORM. `intent` is the intent as read before (no
+    lock held); it is read again, under the lock, if the booking changed since `read`."""
+    async with database.sessionmaker() as session:
+        outcome = await _apply(session, gateway, event_type, event, pi_id, now, intent=intent, read=read)
+        session.add(StripeEvent(id=event_id, type=event_type, payment_intent_id=pi_id, outcome=outcome[:200],
+                                received_at=now))
+        try:
+            await session.commit()
+        except IntegrityError:  # the same event, delivered twice at once: the other delivery did it
+            await session.rollback()
+            return "duplicate"
+        return outcome
 
 
 async def _apply(session: AsyncSession, gateway: PaymentGateway, event_type: str, event: dict[str, Any],
-                 pi_id: str | None, now: datetime) -> str:
+                 pi_id: str | None, now: datetime, *, intent: Any = _UNREAD,
+                 read: _BookingRead | None = None) -> str:
     if pi_id is None:
         return f"ignored: {event_type} concerns no payment intent"
     booking = (await session.execute(select(Booking).where(Booking.payment_intent_id == pi_id)
@@ -81,7 +234,10 @@ async def _apply(session: AsyncSession, gateway: PaymentGateway, event_type: str
     if event_type == "charge.dispute.closed":
         return await _dispute_closed(session, booking, obj, now)
     # Events can arrive late, twice or out of order: act on the intent as it is now, not on the event.
-    intent = await gateway.retrieve_intent(pi_id)
+    # The read made before the lock is as good as one made now unless the booking changed meanwhile
+    # (another event applied a newer state): then read again.
+    if intent is _UNREAD or read is None or _version(read) != _version(booking):
+        intent = await gateway.retrieve_intent(pi_id)
     if intent is None:
         return "intent unknown to the processor"
     return await reconcile(session, booking, intent, now, failed_event=event_type == "payment_intent.payment_failed")
