@@ -534,6 +534,22 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / tick
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system CPU time of every live PostgreSQL process (backends, background workers) on
+    this machine: the server is shared, so only a difference over a run of one row means anything."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, rest = stat.read_text().rsplit(")", 1)
+        except (OSError, ValueError):
+            continue
+        if head.split("(", 1)[-1] == "postgres":
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def send(url: str, method: str, headers: dict[str, str], body: str | bytes | None,
          timeout: float = 60) -> tuple[int, str, float]:
     """One request (preflight, warming): (status, body (first MB), seconds)."""
@@ -586,6 +602,7 @@ class Row:
     new_sessions: int | None = None
     open_connections: int | None = None
     server_cpu_us_per_request: float | None = None
+    postgres_cpu_us_per_request: float | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -669,9 +686,14 @@ def bench_endpoint(ep: Endpoint, ctx: Context, args, wrk: str) -> Row:
     server = ctx.servers[ep.target]
     profiling = bench_profile.start(server.proc.pid, args.duration, RESULTS / "profiles", slug) \
         if args.profile and ep.target == "app" else None
-    cpu_before = group_cpu_seconds(server.proc.pid)
+    stripe = ctx.servers.get("stripe") if ep.target == "app" else None
+    stripe_before = group_cpu_seconds(stripe.proc.pid) if stripe else 0.0
+    cpu_before, pg_before = group_cpu_seconds(server.proc.pid), postgres_cpu_seconds()
     result = wrk_run(script, args.duration)
     cpu = group_cpu_seconds(server.proc.pid) - cpu_before
+    pg_cpu = postgres_cpu_seconds() - pg_before
+    if stripe and (stripe_cpu := group_cpu_seconds(stripe.proc.pid) - stripe_before) > 0.05:
+        notes.append(f"localstripe used {stripe_cpu / max(result.requests, 1) * 1e6:,.0f} µs of CPU per request")
     if profiling is not None:
         summary = bench_profile.finish(profiling, RESULTS / "profiles", slug)
         notes.append(f"profile (py-spy, bench/results/profiles/{slug}.summary.txt): "
@@ -688,7 +710,7 @@ def bench_endpoint(ep: Endpoint, ctx: Context, args, wrk: str) -> Row:
             notes.append(f"⚠ {result.repeats:,} requests were repeats (a wrk thread ran out of its share): "
                          "they are not the action measured")
     row = Row(ep, path, result, after["sessions"] - before["sessions"], open_now,
-              cpu / max(result.requests, 1) * 1e6, notes=notes)
+              cpu / max(result.requests, 1) * 1e6, pg_cpu / max(result.requests, 1) * 1e6, notes=notes)
     if ep.verify is not None:
         try:
             row.notes.append(asyncio.run(ep.verify(ctx, row)))
@@ -824,12 +846,12 @@ def render(rows: list[Row], meta: dict[str, str], extra: list[str] | None = None
                    "one-shot requests were repeated, or the row failed: see the details below.")
     out += ["", "<details><summary>Details</summary>", "",
             "| endpoint | request | p50 ms | p90 ms | requests | non-2xx/3xx | socket errors | "
-            "server CPU µs/req | new DB sessions | DB conns open | what |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            "server CPU µs/req | PostgreSQL CPU µs/req | new DB sessions | DB conns open | what |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         res, ep = r.result, r.endpoint
         if res is None:
-            out.append(f"| {ep.name} | — | — | — | — | — | — | — | — | — | FAILED: {r.error} |")
+            out.append(f"| {ep.name} | — | — | — | — | — | — | — | — | — | — | FAILED: {r.error} |")
             continue
         if ep.oneshot is not None:
             path = f"{ep.method} {r.path} (…one-shot, one per request)"
@@ -840,6 +862,7 @@ def render(rows: list[Row], meta: dict[str, str], extra: list[str] | None = None
         out.append(f"| {ep.name} | {path} | {_fmt(res.latency_ms.get(50), '.2f')} | "
                    f"{_fmt(res.latency_ms.get(90), '.2f')} | {res.requests:,} | {res.non_2xx_3xx} | "
                    f"{res.socket_error_total} | {_fmt(r.server_cpu_us_per_request, ',.0f')} | "
+                   f"{_fmt(r.postgres_cpu_us_per_request, ',.0f')} | "
                    f"{_fmt(r.new_sessions, 'd')} | {_fmt(r.open_connections, 'd')} | {ep.note} |")
     notes = [(r.endpoint.name, n) for r in rows for n in r.notes]
     if notes or extra:
@@ -1076,7 +1099,8 @@ def main(argv: list[str] | None = None) -> int:
              "requests_per_sec": r.result.requests_per_sec, "latency_ms": r.result.latency_ms,
              "requests": r.result.requests, "non_2xx_3xx": r.result.non_2xx_3xx,
              "socket_errors": r.result.socket_errors, "new_db_sessions": r.new_sessions,
-             "server_cpu_us_per_request": r.server_cpu_us_per_request})} for r in rows]}, indent=2))
+             "server_cpu_us_per_request": r.server_cpu_us_per_request,
+             "postgres_cpu_us_per_request": r.postgres_cpu_us_per_request})} for r in rows]}, indent=2))
     print(f"bench: written to {RESULTS / 'latest.md'}")
     return 1 if any(r.result is None or r.result.non_2xx_3xx for r in rows) else 0
 
