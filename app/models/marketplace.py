@@ -184,7 +184,11 @@ class Appeal(SQLModel, table=True):
     __tablename__ = "appeal"
     __table_args__ = (CheckConstraint("kind IN ('suspension','review')", name="kind"),
                       CheckConstraint("status IN ('open','upheld','rejected')", name="status"),
-                      Index("ix_appeal_cooperative_id_status", "cooperative_id", "status"))
+                      Index("ix_appeal_cooperative_id_status", "cooperative_id", "status"),
+                      # One open appeal per contested suspension or review (the service checks it
+                      # under a row lock; the database refuses a second one whatever the path).
+                      Index("uq_appeal_open_target", "kind", "target_id", unique=True,
+                            postgresql_where=text("status = 'open'"), sqlite_where=text("status = 'open'")))
 
     id: uuid.UUID = id_field()
     cooperative_id: uuid.UUID = Field(foreign_key="cooperative.id", nullable=False)
@@ -203,6 +207,9 @@ class Suspension(SQLModel, table=True):
     """A suspension of a member by staff, with its reason; lifted by staff (or an upheld appeal)."""
 
     __tablename__ = "suspension"
+    # At most one suspension in force per member (lifted ones are history).
+    __table_args__ = (Index("uq_suspension_active_member", "member_id", unique=True,
+                            postgresql_where=text("lifted_at IS NULL"), sqlite_where=text("lifted_at IS NULL")),)
 
     id: uuid.UUID = id_field()
     cooperative_id: uuid.UUID = Field(foreign_key="cooperative.id", nullable=False)

@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from schwifty import IBAN
 from schwifty.exceptions import SchwiftyException
 from sqlalchemy import and_, exists, not_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
@@ -416,7 +417,11 @@ async def suspend(session: AsyncSession, *, cooperative_id: uuid.UUID, member_id
                             suspended_by_user_id=actor_user_id)
     session.add(suspension)
     member.suspended = True
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:  # uq_suspension_active_member: one in force already (the lock makes it rare)
+        await session.rollback()
+        raise Conflict("This member is already suspended", code="already_suspended") from None
     audit.record(session, action="member.suspended", target_type="member", target_id=member.id,
                  cooperative_id=cooperative_id, actor_user_id=actor_user_id,
                  data={"suspension_id": str(suspension.id), "reason": reason})
@@ -484,7 +489,11 @@ async def create_appeal(session: AsyncSession, *, cooperative_id: uuid.UUID, mem
     appeal = Appeal(cooperative_id=cooperative_id, member_id=member_id, kind=body.kind,
                     target_id=body.target_id, statement=body.statement)
     session.add(appeal)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:  # uq_appeal_open_target: another appeal got there first
+        await session.rollback()
+        raise Conflict("An appeal against this is already open", code="appeal_already_open") from None
     audit.record(session, action="appeal.created", target_type="appeal", target_id=appeal.id,
                  cooperative_id=cooperative_id, actor_user_id=user_id,
                  data={"kind": body.kind, "target_id": str(body.target_id)})

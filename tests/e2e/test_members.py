@@ -582,3 +582,33 @@ async def test_two_appeals_at_once_make_one_and_two_decisions_at_once_make_one(c
         == [(appeal_id, winner["status"])]
     assert (await _me(client, coop.worker))["active"] is (winner["status"] == "upheld")
     assert len(await _events(client, coop.staff, "appeal.decided")) == 1
+
+
+async def test_the_database_refuses_a_second_open_appeal_or_suspension_in_force(client, db, coop):
+    """The services check "one open appeal per target" and "one suspension in force" under row locks;
+    the partial unique indexes (migration 0007) refuse a second one whatever writes it."""
+    from sqlalchemy.exc import IntegrityError
+
+    from app.models import Appeal, Suspension
+
+    suspension = (await _suspend(client, coop.staff, coop.worker.member_id)).json()["suspension"]
+    appeal = (await _appeal(client, coop.worker, suspension["id"])).json()
+    async with db.sessionmaker() as s:
+        first = await s.get(Suspension, uuid.UUID(suspension["id"]))
+        s.add(Suspension(cooperative_id=first.cooperative_id, member_id=first.member_id, reason="again",
+                         suspended_by_user_id=first.suspended_by_user_id))
+        with pytest.raises(IntegrityError):
+            await s.flush()
+        await s.rollback()
+        open_one = await s.get(Appeal, uuid.UUID(appeal["id"]))
+        s.add(Appeal(cooperative_id=open_one.cooperative_id, member_id=open_one.member_id, kind="suspension",
+                     target_id=open_one.target_id, statement="A second appeal against the same suspension."))
+        with pytest.raises(IntegrityError):
+            await s.flush()
+        await s.rollback()
+    # once decided, the member may be suspended again and appeal again
+    assert (await _decide(client, coop.staff, appeal["id"], "upheld")).status_code == 200
+    again = await _suspend(client, coop.staff, coop.worker.member_id)
+    assert again.status_code == 200, again.text
+    second = await _appeal(client, coop.worker, again.json()["suspension"]["id"])
+    assert second.status_code == 201, second.text
