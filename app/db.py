@@ -38,6 +38,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Marks the engine of `Database.autocommit` on SQLite, where the BEGIN IMMEDIATE hook must skip it.
+AUTOCOMMIT_OPTION = "coopgig_autocommit"
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     # pysqlite's own transaction handling defers BEGIN and never takes the write lock up front,
     # so two writers can both read then both write. We emit BEGIN IMMEDIATE ourselves: on SQLite
@@ -70,9 +74,6 @@ def make_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_recycle=1800,
     )
-
-
-AUTOCOMMIT_OPTION = "coopgig_autocommit"
 
 
 class Database:
