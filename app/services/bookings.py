@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import bookings as rules
+from app.domain import ledger as ledger_rules
 from app.domain.errors import PriceTooLow
 from app.domain.fees import Breakdown
 from app.domain.money import apply_bps
@@ -320,7 +321,7 @@ async def _offer_for(session: AsyncSession, booking_id: uuid.UUID, member_id: uu
 _ACCEPT_READ = (
     select(BookingOffer.id, BookingOffer.status, BookingOffer.expires_at, BookingOffer.rank,
            BookingOffer.price_cents, BookingOffer.hourly_rate_cents, Booking.status, Booking.starts_at,
-           Booking.ends_at, Booking.duration_minutes, Member.stage, Member.suspended)
+           Booking.ends_at, Member.stage, Member.suspended)
     .join(Booking, Booking.id == BookingOffer.booking_id)
     .join(Member, Member.id == BookingOffer.member_id)
     .where(BookingOffer.booking_id == bindparam("p_booking"), BookingOffer.member_id == bindparam("p_member"),
@@ -336,15 +337,13 @@ class _Acceptable:
     hourly_rate_cents: int
     starts_at: datetime
     ends_at: datetime
-    duration_minutes: int
 
 
 def _acceptable(row, now: datetime) -> _Acceptable:
     """The checks of an acceptance, in the order a worker should hear about them."""
     if row is None:
         raise NotFound("No such offer for you", code="offer_not_found")
-    (offer_id, offer_status, expires_at, rank, offer_price, rate, status, starts_at, ends_at, minutes, stage,
-     suspended) = row
+    offer_id, offer_status, expires_at, rank, offer_price, rate, status, starts_at, ends_at, stage, suspended = row
     if suspended or stage not in matching.ACTIVE_STAGES:
         raise Forbidden("Your membership does not allow taking gigs right now", code="member_not_active")
     if status in HOLDING_STATUSES:
@@ -355,7 +354,7 @@ def _acceptable(row, now: datetime) -> _Acceptable:
         raise Conflict(f"This offer is {offer_status}", code="offer_closed")
     if expires_at <= now:
         raise Conflict("This offer has expired", code="offer_expired")
-    return _Acceptable(offer_id, rank, offer_price, rate, starts_at, ends_at, minutes)
+    return _Acceptable(offer_id, rank, offer_price, rate, starts_at, ends_at)
 
 
 # What the API shows of a booking (routers/bookings.booking_public): the accepted row is returned
@@ -666,16 +665,38 @@ async def _settle_payment(session: AsyncSession, gateway: PaymentGateway, bookin
     await session.commit()
 
 
+@dataclass(frozen=True)
+class CapturePlan:
+    amount_cents: int
+    postings: list[ledger_rules.Posting]
+    issue: str | None  # for staff: the processor took another amount than the price
+
+
+def plan_capture(booking: Any, *, processing_fee_cents: int | None, amount_cents: int | None) -> CapturePlan:
+    """What a captured payment posts (app/domain/ledger.py's rules, with the booking's frozen breakdown
+    and the processor's actual fee when known); `booking` is a Booking or the webhook's read of one."""
+    breakdown = breakdown_of(booking)
+    amount = breakdown.price_cents if amount_cents is None else amount_cents
+    issue = None
+    if amount != breakdown.price_cents:
+        log.error("captured amount differs from the booking's price",
+                  extra={"booking_id": str(booking.id), "captured": amount, "price": breakdown.price_cents})
+        issue = f"captured {amount} cents for a price of {breakdown.price_cents}"
+    fee = breakdown.processing_fee_cents if processing_fee_cents is None else processing_fee_cents
+    postings = ledger_rules.capture_postings(
+        payment_intent_id=booking.payment_intent_id, member_id=str(booking.worker_member_id), breakdown=breakdown,
+        processing_fee_cents=fee, payer=breakdown.processing_fee_payer, currency=booking.currency)
+    return CapturePlan(amount, postings, issue)
+
+
 async def record_capture(session: AsyncSession, booking: Booking, *, processing_fee_cents: int | None,
                          now: datetime, amount_cents: int | None = None) -> bool:
     """Post a captured payment to the ledger (once: the references are per payment intent).
 
     VAT, processing, the contribution and the member's turnover are posted exactly as the booking's
     breakdown says; the processor's actual fee replaces the estimate when it is known. (The webhook's
-    one-statement capture on PostgreSQL, app/services/payments.py, posts the same plan.)
+    one-statement capture on PostgreSQL, app/services/payments.py, posts the same `plan_capture`.)
     """
-    from app.services.payments import plan_capture  # noqa: PLC0415  (payments imports this module)
-
     plan = plan_capture(booking, processing_fee_cents=processing_fee_cents, amount_cents=amount_cents)
     if plan.issue is not None:
         booking.payment_issue = plan.issue

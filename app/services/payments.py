@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -58,14 +58,11 @@ def _intent_id_of(event: dict[str, Any]) -> str | None:
 _UNREAD = object()  # the intent was not read (yet)
 _NO_INTENT_READ = frozenset({"charge.refunded", "charge.dispute.created", "charge.dispute.closed"})
 
-# The booking as the webhook first reads it (no lock): what decides the capture, and its version.
-_BOOKING_READ_COLUMNS = ("id", "cooperative_id", "status", "payment_status", "updated_at", "captured_cents",
-                         "refunded_cents", "payment_issue", "worker_member_id", "currency",
-                         "price_excl_vat_cents", "quote_terms", "payment_intent_id")
-
-
 @dataclass(slots=True)
 class _BookingRead:
+    """The booking as the webhook first reads it (no lock): what decides the capture, and its version.
+    Its fields are the booking's column names, in the order the reads select them."""
+
     id: uuid.UUID
     cooperative_id: uuid.UUID
     status: str
@@ -79,6 +76,9 @@ class _BookingRead:
     price_excl_vat_cents: int
     quote_terms: dict[str, Any]
     payment_intent_id: str
+
+
+_BOOKING_READ_COLUMNS = tuple(f.name for f in fields(_BookingRead))
 
 
 def _version(booking: Any) -> tuple:
@@ -115,30 +115,6 @@ ev AS (
 SELECT (SELECT count(*) FROM ev) AS applied, (SELECT count(*) FROM ledger_en) AS entries"""
 )
 _CAPTURED = "captured: posted to the ledger"
-
-
-@dataclass(frozen=True)
-class CapturePlan:
-    amount_cents: int
-    postings: list[ledger_rules.Posting]
-    issue: str | None  # for staff: the processor took another amount than the price
-
-
-def plan_capture(booking: Any, *, processing_fee_cents: int | None, amount_cents: int | None) -> CapturePlan:
-    """What a captured payment posts (app/domain/ledger.py's rules, with the booking's frozen breakdown
-    and the processor's actual fee when known); `booking` is a Booking or the webhook's read of one."""
-    breakdown = bookings.breakdown_of(booking)
-    amount = breakdown.price_cents if amount_cents is None else amount_cents
-    issue = None
-    if amount != breakdown.price_cents:
-        log.error("captured amount differs from the booking's price",
-                  extra={"booking_id": str(booking.id), "captured": amount, "price": breakdown.price_cents})
-        issue = f"captured {amount} cents for a price of {breakdown.price_cents}"
-    fee = breakdown.processing_fee_cents if processing_fee_cents is None else processing_fee_cents
-    postings = ledger_rules.capture_postings(
-        payment_intent_id=booking.payment_intent_id, member_id=str(booking.worker_member_id), breakdown=breakdown,
-        processing_fee_cents=fee, payer=breakdown.processing_fee_payer, currency=booking.currency)
-    return CapturePlan(amount, postings, issue)
 
 
 async def handle_event(database: Database, gateway: PaymentGateway, *, event: dict[str, Any],
@@ -181,7 +157,7 @@ async def _capture_fast(database: Database, booking: _BookingRead, intent: Inten
     statement is its own transaction, the ledger's deferred balance check runs at its end). False when
     the booking changed since it was read, or the event or a posting exists already: the caller then
     takes the general path, which sorts it out under the booking's lock."""
-    plan = plan_capture(booking, processing_fee_cents=intent.processing_fee_cents,
+    plan = bookings.plan_capture(booking, processing_fee_cents=intent.processing_fee_cents,
                         amount_cents=intent.amount_received_cents)
     args = [booking.id, booking.status, booking.payment_status, booking.updated_at, plan.amount_cents, plan.issue,
             event_id, event_type[:100], booking.payment_intent_id, _CAPTURED, now,
