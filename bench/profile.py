@@ -33,18 +33,21 @@ def py_spy() -> str | None:
     return str(here) if here.exists() else shutil.which("py-spy")
 
 
-def worker_pids(pgid: int) -> list[int]:
-    """The processes of a process group except its leader (uvicorn's supervisor)."""
-    pids = []
+def processes():
+    """(pid, command name, process group, user + system CPU seconds) of every live process (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        pid = int(stat.parent.name)
-        if int(fields[2]) == pgid and pid != pgid:
-            pids.append(pid)
-    return sorted(pids)
+            head, rest = stat.read_text().rsplit(")", 1)
+            fields = rest.split()  # after "pid (comm)": state ppid pgrp session ... utime(11) stime(12)
+        except (OSError, ValueError):
+            continue  # the process went away
+        yield int(stat.parent.name), head.split("(", 1)[-1], int(fields[2]), (int(fields[11]) + int(fields[12])) / tick
+
+
+def worker_pids(pgid: int) -> list[int]:
+    """The processes of a process group except its leader (uvicorn's supervisor)."""
+    return sorted(pid for pid, _, group, _ in processes() if group == pgid and pid != pgid)
 
 
 def start(pgid: int, seconds: float, out_dir: Path, slug: str, rate: int = 200) -> list[tuple[subprocess.Popen, Path]]:

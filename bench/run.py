@@ -520,34 +520,14 @@ def stop_server(server: Server) -> None:
 
 
 def group_cpu_seconds(pgid: int) -> float:
-    """User + system CPU time of every live process in a process group (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process went away
-        # after "pid (comm)": state ppid pgrp session ... utime(11) stime(12)
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+    """User + system CPU time of every live process in a process group."""
+    return sum(cpu for _, _, group, cpu in bench_profile.processes() if group == pgid)
 
 
 def postgres_cpu_seconds() -> float:
     """User + system CPU time of every live PostgreSQL process (backends, background workers) on
     this machine: the server is shared, so only a difference over a run of one row means anything."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            head, rest = stat.read_text().rsplit(")", 1)
-        except (OSError, ValueError):
-            continue
-        if head.split("(", 1)[-1] == "postgres":
-            fields = rest.split()
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+    return sum(cpu for _, name, _, cpu in bench_profile.processes() if name == "postgres")
 
 
 def send(url: str, method: str, headers: dict[str, str], body: str | bytes | None,
