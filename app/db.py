@@ -4,10 +4,14 @@ One `Database` per process; one session = one unit of work, committed once by th
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import DateTime, event, text
+import asyncpg
+from sqlalchemy import DateTime, event, literal_column, text
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as _AsyncpgDialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
@@ -93,6 +97,19 @@ class Database:
         options = {AUTOCOMMIT_OPTION: True} if settings.is_sqlite else {"isolation_level": "AUTOCOMMIT"}
         self.autocommit = self.engine.execution_options(**options)
 
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[asyncpg.Connection]:
+        """PostgreSQL only: the asyncpg connection of a pooled autocommit connection, for the hot
+        paths that run a `PgStatement` (or plain `$n` SQL) without SQLAlchemy's per-call work.
+        A connection the driver found broken is invalidated, not returned to the pool."""
+        async with self.autocommit.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            try:
+                yield driver
+            except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
+                await conn.invalidate()
+                raise
+
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.sessionmaker() as session:
             yield session
@@ -104,3 +121,39 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+_ASYNCPG = _AsyncpgDialect()
+
+
+def literal_in(column: Any, values: tuple[str, ...]) -> Any:
+    """`column IN ('a', 'b')` with the (code-defined, never user-given) values in the SQL text: a
+    fixed statement, no expanding parameters."""
+    return column.in_([literal_column(f"'{v}'") for v in values])
+
+
+class PgStatement:
+    """A Core statement compiled ONCE to asyncpg's SQL (`$1, $2, ...`), for the hot paths that run it
+    on `Database.driver()`: no per-call cache lookup, execution context or result processing.
+
+    The statement is still written with SQLAlchemy (columns, tables and types checked, one source
+    of truth with the models); only its execution is raw. So: values are passed as asyncpg takes
+    them (UUID, aware datetime, str, int: no type decorators run), results are asyncpg Records
+    (jsonb decoded by the codec SQLAlchemy's dialect sets on each connection), and the statement
+    must have no expanding `IN` parameter (write fixed lists in the SQL, e.g. matching._in).
+    """
+
+    def __init__(self, statement: Any) -> None:
+        compiled = statement.compile(dialect=_ASYNCPG)
+        if "POSTCOMPILE" in compiled.string:
+            raise ValueError("PgStatement: expanding parameters are not supported")
+        self.sql = compiled.string
+        # Each position: a named parameter the caller gives, or a literal bound in the statement.
+        self._slots = tuple((name, compiled.binds[name].required, compiled.binds[name].effective_value)
+                            for name in compiled.positiontup)
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        return [values[name] if required else fixed for name, required, fixed in self._slots]
+
+    async def fetchrow(self, driver: asyncpg.Connection, values: Mapping[str, Any]) -> asyncpg.Record | None:
+        return await driver.fetchrow(self.sql, *self.args(values))

@@ -17,11 +17,11 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db import Database
+from app.db import Database, PgStatement
 from app.errors import Forbidden, Unauthorized
 from app.models import Cooperative, Member, User
 from app.payments.port import PaymentGateway
-from app.security import decode_access_token
+from app.security import AccessClaims, decode_access_token
 
 
 async def get_settings_dep(request: Request) -> Settings:
@@ -99,20 +99,33 @@ _PRINCIPAL = (
     .outerjoin(Member, Member.user_id == User.id)
     .where(User.id == bindparam("user_id"))
 )
+_PG_PRINCIPAL = PgStatement(_PRINCIPAL)
 
 
-async def get_current_user(
-    request: Request,
+async def get_claims(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+) -> AccessClaims:
+    """The access token's verified claims, WITHOUT reading the account: only for a use case that
+    checks the account itself in its own statement (the acceptance does), and that calls
+    `load_principal` before answering anything but success."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
-    claims = decode_access_token(credentials.credentials, settings)
+    return decode_access_token(credentials.credentials, settings)
+
+
+async def load_principal(db: Database, claims: AccessClaims) -> Principal:
+    """The account behind verified claims, or 401 if it is gone, deactivated or changed role or
+    cooperative since the token was issued."""
     # One statement outside any transaction (one round trip): the use case, if it needs the
     # database, opens its own unit of work afterwards.
-    async with request.app.state.db.autocommit.connect() as conn:
-        row = (await conn.execute(_PRINCIPAL, {"user_id": claims.user_id})).first()
+    values = {"user_id": claims.user_id}
+    if db.settings.is_sqlite:
+        async with db.autocommit.connect() as conn:
+            row = (await conn.execute(_PRINCIPAL, values)).first()
+    else:
+        async with db.driver() as driver:
+            row = await _PG_PRINCIPAL.fetchrow(driver, values)
     if row is None:
         raise Unauthorized("The access token is invalid", code="invalid_token")
     user_id, email, display_name, role, cooperative_id, is_active, slug, member_id, stage = row
@@ -122,13 +135,24 @@ async def get_current_user(
     return Principal(user_id, email, display_name, role, cooperative_id, slug, member_id, stage)
 
 
+TokenClaims = Annotated[AccessClaims, Depends(get_claims)]
+
+
+async def get_current_user(request: Request, claims: TokenClaims) -> Principal:
+    return await load_principal(request.app.state.db, claims)
+
+
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
+
+
+def wrong_role(*roles: str) -> Forbidden:
+    return Forbidden(f"This action is for {' or '.join(roles)} accounts", code="wrong_role")
 
 
 def require_roles(*roles: str):
     async def guard(user: CurrentUser) -> Principal:
         if user.role not in roles:
-            raise Forbidden(f"This action is for {' or '.join(roles)} accounts", code="wrong_role")
+            raise wrong_role(*roles)
         return user
 
     return guard

@@ -4,11 +4,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
-from app.deps import ClientUser, CurrentUser, DatabaseDep, GatewayDep, NowDep, RateCardsDep, ReadSessionDep, SessionDep, WorkerUser
+from app.deps import (ClientUser, CurrentUser, DatabaseDep, GatewayDep, NowDep, RateCardsDep, ReadSessionDep, SessionDep,
+                      TokenClaims, WorkerUser, load_principal, wrong_role)
 from app.errors import Forbidden, Invalid
 from app.models import Booking, Cooperative, Service
 from app.models.coop_settings import settings_of
@@ -127,10 +128,22 @@ async def get_offers(user: WorkerUser, session: SessionDep, now: NowDep) -> list
 
 
 @router.post("/bookings/{booking_id}/accept", response_model=BookingPublic)
-async def accept(booking_id: uuid.UUID, user: WorkerUser, db: DatabaseDep, now: NowDep) -> BookingPublic:
-    booking = await bookings.accept(db, booking_id=booking_id, actor=_actor(user),
-                                    cooperative_id=user.cooperative_id, now=now)
-    return booking_public(booking, role=user.role, member_id=user.member_id)
+async def accept(booking_id: uuid.UUID, claims: TokenClaims, db: DatabaseDep, now: NowDep) -> Response:
+    """The hot path of open bookings: the account behind the token is checked by the acceptance's
+    own statement, and read again only to explain a refusal (a stale token is a 401 before
+    anything else, as on every route)."""
+    if claims.role != "worker":
+        await load_principal(db, claims)
+        raise wrong_role("worker")
+    booking = await bookings.accept(db, booking_id=booking_id, user_id=claims.user_id,
+                                    cooperative_id=claims.cooperative_id, now=now)
+    if booking is None:
+        user = await load_principal(db, claims)
+        await bookings.explain_refusal(db, booking_id=booking_id, member_id=user.member_id,
+                                       cooperative_id=user.cooperative_id, now=now)
+    # Validated once when built; serialized by pydantic's core, not validated again by FastAPI.
+    public = booking_public(booking, role="worker", member_id=booking.worker_member_id)
+    return Response(public.model_dump_json(), media_type="application/json")
 
 
 @router.post("/bookings/{booking_id}/decline", response_model=BookingPublic)

@@ -13,12 +13,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
+
+import asyncpg
 
 from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import PgStatement, literal_in
 from app.domain import bookings as rules
 from app.domain import ledger as ledger_rules
 from app.domain.errors import PriceTooLow
@@ -26,7 +30,7 @@ from app.domain.fees import Breakdown
 from app.domain.money import apply_bps
 from app.domain.periods import period_of
 from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
-from app.models import Booking, BookingEvent, BookingOffer, Cooperative, Member, Service
+from app.models import Booking, BookingEvent, BookingOffer, Cooperative, Member, Service, User
 from app.models.coop_settings import CooperativeSettings, settings_of
 from app.models.marketplace import HOLDING_STATUSES
 from app.payments.port import AuthorizeRequest, PaymentGateway
@@ -369,29 +373,32 @@ PUBLIC_COLUMNS = tuple(Booking.__table__.c[name] for name in (
 def _accept_statement():
     """PostgreSQL: the whole acceptance as ONE statement (so, in autocommit, one atomic round trip).
 
-    The booking takes the offer's terms only if it is still `offered`, the offer still open and
-    unexpired and the member active (a concurrent acceptance waits on the booking's row lock, then
-    finds it taken); the other open offers are withdrawn and the event recorded only if that update
-    happened. The exclusion constraint refuses a second overlapping hold of the worker. When nothing
-    is updated, `accept` reads the state to say why (_acceptable).
+    The booking takes the offer's terms only if the caller's account is still an active worker of
+    the cooperative (the access token is checked against the database here, in the same statement,
+    instead of in a read before it), the booking still `offered`, the offer still open and unexpired
+    and the member active (a concurrent acceptance waits on the booking's row lock, then finds it
+    taken); the other open offers are withdrawn and the event recorded only if that update happened.
+    The exclusion constraint refuses a second overlapping hold of the worker. When nothing is
+    updated, the caller's account and then the state are read to say why (`explain_refusal`).
     """
-    booking, offer, member, event = (Booking.__table__, BookingOffer.__table__, Member.__table__,
-                                     BookingEvent.__table__)
+    booking, offer, member, user, event = (Booking.__table__, BookingOffer.__table__, Member.__table__,
+                                           User.__table__, BookingEvent.__table__)
     now = bindparam("p_now", type_=booking.c.updated_at.type)
-    me = bindparam("p_member", type_=offer.c.member_id.type)
+    caller = bindparam("p_user", type_=user.c.id.type)
     accepted = (
         update(booking)
         .where(booking.c.id == bindparam("p_booking"), booking.c.status == "offered",
-               offer.c.booking_id == booking.c.id, offer.c.member_id == me,
-               offer.c.cooperative_id == bindparam("p_cooperative"), offer.c.status == "open",
-               offer.c.expires_at > now, member.c.id == offer.c.member_id, member.c.suspended.is_(False),
-               member.c.stage.in_(matching.ACTIVE_STAGES))
-        .values(status="accepted", worker_member_id=me, hourly_rate_cents=offer.c.hourly_rate_cents,
+               user.c.id == caller, user.c.is_active.is_(True), user.c.role == "worker",
+               user.c.cooperative_id == bindparam("p_cooperative"), member.c.user_id == user.c.id,
+               member.c.suspended.is_(False), literal_in(member.c.stage, matching.ACTIVE_STAGES),
+               offer.c.booking_id == booking.c.id, offer.c.member_id == member.c.id,
+               offer.c.cooperative_id == user.c.cooperative_id, offer.c.status == "open", offer.c.expires_at > now)
+        .values(status="accepted", worker_member_id=member.c.id, hourly_rate_cents=offer.c.hourly_rate_cents,
                 price_cents=offer.c.price_cents, price_excl_vat_cents=offer.c.price_excl_vat_cents,
                 breakdown=offer.c.breakdown, quote_terms=offer.c.quote_terms, updated_at=now)
         .returning(*PUBLIC_COLUMNS, offer.c.rank.label("offer_rank"))
         .cte("accepted"))
-    mine = offer.c.member_id == me
+    mine = offer.c.member_id == select(accepted.c.worker_member_id).scalar_subquery()
     closed = (
         update(offer)
         .where(offer.c.booking_id == bindparam("p_booking"), offer.c.status == "open",
@@ -405,7 +412,7 @@ def _accept_statement():
             ["id", "booking_id", "from_status", "to_status", "actor_user_id", "actor_role", "data", "created_at",
              "seq"],
             select(bindparam("p_event", type_=event.c.id.type), accepted.c.id, literal("offered"),
-                   literal("accepted"), bindparam("p_user", type_=event.c.actor_user_id.type), literal("worker"),
+                   literal("accepted"), caller, literal("worker"),
                    func.jsonb_build_object("offer_rank", accepted.c.offer_rank, "price_cents", accepted.c.price_cents),
                    now, bindparam("p_seq", type_=event.c.seq.type)))
         .returning(event.c.id)
@@ -413,47 +420,70 @@ def _accept_statement():
     return select(*(accepted.c[c.name] for c in PUBLIC_COLUMNS)).add_cte(closed, recorded)
 
 
-_ACCEPT = _accept_statement()
+_ACCEPT = PgStatement(_accept_statement())
+
+# The caller's member record, if their account is still an active worker of the cooperative.
+_ACCEPTING_MEMBER = (
+    select(Member.id).join(User, User.id == Member.user_id)
+    .where(User.id == bindparam("p_user"), User.is_active.is_(True), User.role == "worker",
+           User.cooperative_id == bindparam("p_cooperative"))
+)
 
 
-async def accept(db, *, booking_id: uuid.UUID, actor: Actor, cooperative_id: uuid.UUID, now: datetime):
+async def accept(db, *, booking_id: uuid.UUID, user_id: uuid.UUID, cooperative_id: uuid.UUID, now: datetime):
     """First worker to accept wins; the database refuses overlapping holds. Returns the booking as
-    the API shows it (PUBLIC_COLUMNS).
+    the API shows it (PUBLIC_COLUMNS), or None when nothing was accepted and nothing said why yet:
+    the caller must then check the account behind the token (401 if it is no longer valid) and
+    call `explain_refusal`.
 
-    PostgreSQL: one statement (_accept_statement) outside any explicit transaction, and a read only
-    to explain a refusal. SQLite: one serialized unit of work (_accept_serialized).
+    `user_id` and `cooperative_id` come from a verified access token; the account behind them is
+    checked here, in the same statement or unit of work as the acceptance.
+    PostgreSQL: one statement (_accept_statement) outside any explicit transaction. SQLite: one
+    serialized unit of work (_accept_serialized).
     """
     # (Parameter names never match a column name: in an UPDATE, those would become SET values.)
-    params = {"p_booking": booking_id, "p_member": actor.member_id, "p_cooperative": cooperative_id}
+    params = {"p_booking": booking_id, "p_user": user_id, "p_cooperative": cooperative_id}
     if db.settings.is_sqlite:
         async with db.sessionmaker() as session:
-            return await _accept_serialized(session, params, actor=actor, now=now)
+            return await _accept_serialized(session, params, now=now)
+    try:
+        async with db.driver() as driver:
+            row = await _ACCEPT.fetchrow(driver, {**params, "p_now": now, "p_event": uuid.uuid4(),
+                                                  "p_seq": time.time_ns()})
+    except asyncpg.ExclusionViolationError as exc:
+        if exc.constraint_name == "ex_booking_worker_no_overlap":
+            raise Conflict("You already hold a booking at that time", code="overlapping_booking") from None
+        raise
+    return None if row is None else SimpleNamespace(**row)
+
+
+async def explain_refusal(db, *, booking_id: uuid.UUID, member_id: uuid.UUID | None, cooperative_id: uuid.UUID,
+                          now: datetime):
+    """Raise why this member's acceptance changed nothing: the first failed check in the order a
+    worker should hear about it, or `already_taken` (a race lost to another worker or an expiry)."""
     async with db.autocommit.connect() as conn:
-        try:
-            booking = (await conn.execute(_ACCEPT, {**params, "p_now": now, "p_user": actor.user_id,
-                                                    "p_event": uuid.uuid4(), "p_seq": time.time_ns()})).first()
-        except IntegrityError as exc:
-            if "ex_booking_worker_no_overlap" in str(exc.orig):
-                raise Conflict("You already hold a booking at that time", code="overlapping_booking") from None
-            raise
-        if booking is None:  # refused, or lost a race (another worker, an expiry): say which
-            _acceptable((await conn.execute(_ACCEPT_READ, params)).first(), now)
-            raise Conflict("Another worker took this booking first", code="already_taken")
-    return booking
+        row = (await conn.execute(_ACCEPT_READ, {"p_booking": booking_id, "p_member": member_id,
+                                                 "p_cooperative": cooperative_id})).first()
+    _acceptable(row, now)
+    raise Conflict("Another worker took this booking first", code="already_taken")
 
 
-async def _accept_serialized(session: AsyncSession, params: dict[str, Any], *, actor: Actor, now: datetime) -> Booking:
+async def _accept_serialized(session: AsyncSession, params: dict[str, Any], *, now: datetime):
     """SQLite: this unit of work holds the database write lock (BEGIN IMMEDIATE), so the overlap
     check and the updates cannot interleave with another acceptance."""
+    member_id = (await session.execute(_ACCEPTING_MEMBER, params)).scalar_one_or_none()
+    if member_id is None:
+        return None  # the account behind the token is not (or no longer) an active worker here
+    params = {**params, "p_member": member_id}
     ok = _acceptable((await session.execute(_ACCEPT_READ, params)).first(), now)
     overlapping = (await session.execute(select(func.count()).select_from(Booking).where(
-        Booking.worker_member_id == actor.member_id, Booking.status.in_(HOLDING_STATUSES),
+        Booking.worker_member_id == member_id, Booking.status.in_(HOLDING_STATUSES),
         Booking.starts_at < ok.ends_at, Booking.ends_at > ok.starts_at))).scalar_one()
     if overlapping:
         raise Conflict("You already hold a booking at that time", code="overlapping_booking")
     offer = await session.get(BookingOffer, ok.offer_id)
     booking = await session.get(Booking, params["p_booking"])
-    booking.status, booking.worker_member_id, booking.hourly_rate_cents = "accepted", actor.member_id, ok.hourly_rate_cents
+    booking.status, booking.worker_member_id, booking.hourly_rate_cents = "accepted", member_id, ok.hourly_rate_cents
     booking.price_cents, booking.breakdown, booking.quote_terms = offer.price_cents, offer.breakdown, offer.quote_terms
     booking.price_excl_vat_cents = offer.price_excl_vat_cents
     booking.updated_at = now
@@ -463,8 +493,8 @@ async def _accept_serialized(session: AsyncSession, params: dict[str, Any], *, a
         .values(status=case((mine, "accepted"), else_="withdrawn"),
                 responded_at=case((mine, now), else_=BookingOffer.responded_at))
         .execution_options(synchronize_session=False))
-    _event(session, booking, "accepted", actor, now, {"offer_rank": ok.rank, "price_cents": ok.offer_price_cents},
-           from_status="offered")
+    _event(session, booking, "accepted", Actor(params["p_user"], "worker", member_id), now,
+           {"offer_rank": ok.rank, "price_cents": ok.offer_price_cents}, from_status="offered")
     await session.commit()
     return booking
 

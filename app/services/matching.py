@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import Float, and_, bindparam, exists, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import literal_in
 from app.domain import matching
 from app.domain.periods import month_bounds
 from app.models import AvailabilityWindow, Booking, Member, Offering, User
@@ -27,11 +28,6 @@ def weights_of(s: CooperativeSettings) -> matching.Weights:
                             fair_share_full_hours=s.fair_share_full_hours,
                             rating_prior_mean=s.rating_prior_mean_tenths / 10,
                             rating_prior_weight=s.rating_prior_weight)
-
-
-def _in(column, values: tuple[str, ...]):
-    """`column IN ('a', 'b')` with the values in the SQL text: a fixed statement, no expanding parameters."""
-    return column.in_([literal_column(f"'{v}'") for v in values])
 
 
 def _candidate_search(dialect: str):
@@ -53,7 +49,7 @@ def _candidate_search(dialect: str):
             func.tstzrange(starts_at, ends_at, literal_column("'[)'")))
     else:
         overlaps = and_(Booking.starts_at < ends_at, Booking.ends_at > starts_at)
-    holding = _in(Booking.status, HOLDING_STATUSES)
+    holding = literal_in(Booking.status, HOLDING_STATUSES)
     busy = exists().where(Booking.worker_member_id == Member.id, holding, overlaps)
     # Evaluated only for the members that pass every filter (index on worker, start time).
     booked_minutes = (select(func.coalesce(func.sum(Booking.duration_minutes), 0))
@@ -66,7 +62,7 @@ def _candidate_search(dialect: str):
                Member.rating_sum, Member.rating_count, booked_minutes, Member.fixed_monthly_gross_cents)
         .join(User, User.id == Member.user_id)
         .join(Offering, and_(Offering.member_id == Member.id, Offering.service_id == bindparam("c_service")))
-        .where(Member.cooperative_id == bindparam("c_coop"), _in(Member.stage, ACTIVE_STAGES),
+        .where(Member.cooperative_id == bindparam("c_coop"), literal_in(Member.stage, ACTIVE_STAGES),
                Member.suspended.is_(False), User.is_active.is_(True), Member.lat.is_not(None),
                func.abs(Member.lat - lat) * literal_column(repr(matching.KM_PER_DEGREE_LAT)) <= Member.radius_km,
                func.abs(Member.lon - lon) * bindparam("c_kmlon", type_=Float) <= Member.radius_km,

@@ -133,8 +133,7 @@ async def handle_event(database: Database, gateway: PaymentGateway, *, event: di
             row = (await conn.execute(_CORE_READ, {"pi": pi_id})).first()
         booking = _BookingRead(*row) if row is not None else None
     else:
-        async with database.autocommit.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
+        async with database.driver() as driver:
             row = await driver.fetchrow(_PG_READ, pi_id, event_id)
         if row["seen"]:
             return "duplicate"
@@ -164,8 +163,7 @@ async def _capture_fast(database: Database, booking: _BookingRead, intent: Inten
             *ledger.pg_postings_args(cooperative_id=booking.cooperative_id, postings=plan.postings,
                                      occurred_at=now)]
     try:
-        async with database.autocommit.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
+        async with database.driver() as driver:
             row = await driver.fetchrow(_PG_CAPTURE, *args)
     except (asyncpg.IntegrityConstraintViolationError, asyncpg.TransactionRollbackError) as exc:
         log.info("webhook capture: general path", extra={"payment_intent": booking.payment_intent_id,

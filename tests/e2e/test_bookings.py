@@ -8,11 +8,11 @@ from datetime import timedelta
 
 import pytest
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.domain import ledger as ledger_rules
-from app.models import Booking, BookingEvent, BookingOffer
-from app.models.marketplace_api import Match
+from app.models import Booking, BookingEvent, BookingOffer, User
+from app.models.marketplace_api import BookingPublic, Match
 from app.services import bookings, ledger, quotes, tenancy
 from tests.factories import make_user
 from tests.market import Clock, add_worker, booking_body, make_market, next_day_at, set_coop_settings
@@ -185,6 +185,56 @@ async def test_acceptance_changes_exactly_the_booking_its_offers_and_records_who
     assert [(e.from_status, str(e.actor_user_id), e.actor_role, e.data) for e in events] == [
         ("offered", winner.id, "worker", {"offer_rank": rows[winner.member_id].rank,
                                                 "price_cents": rows[winner.member_id].price_cents})]
+
+
+async def _set_user(db, user_id: str, **values) -> None:
+    async with db.sessionmaker() as s:
+        await s.execute(update(User).where(User.id == uuid.UUID(user_id)).values(**values))
+        await s.commit()
+
+
+async def test_acceptance_checks_the_account_behind_the_token_and_says_why_it_refuses(client, db, settings, clock):
+    """The acceptance checks the caller's account in its own statement: a stale token is a 401
+    before anything else, and every refusal names its reason; none of them changes the booking."""
+    market = await make_market(client, db, settings, workers=4)
+    booking = (await client.post("/bookings", headers=market.client.headers, json=booking_body(market))).json()
+    url = f"/bookings/{booking['id']}/accept"
+    gone, demoted, suspended, declining = market.workers
+
+    async def refused(account, status: int, code: str, still: tuple = ("offered", None)) -> None:
+        resp = await client.post(url, headers=account.headers)
+        assert (resp.status_code, resp.json()["error"]["code"]) == (status, code), resp.text
+        async with db.sessionmaker() as s:
+            seen = await s.get(Booking, uuid.UUID(booking["id"]))
+        assert (seen.status, seen.worker_member_id) == still
+
+    await _set_user(db, gone.id, is_active=False)
+    await refused(gone, 401, "invalid_token")
+    await _set_user(db, demoted.id, role="client")  # the token still says worker
+    await refused(demoted, 401, "invalid_token")
+    await _set_user(db, market.client.id, is_active=False)  # a stale client token: 401, not 403
+    await refused(market.client, 401, "invalid_token")
+    await _set_user(db, market.client.id, is_active=True)
+    await refused(market.client, 403, "wrong_role")
+    await client.post(f"/members/{suspended.member_id}/suspend", headers=market.staff.headers,
+                      json={"reason": "Repeated no-shows reported by clients."})
+    await refused(suspended, 403, "member_not_active")
+    assert (await client.post(f"/bookings/{booking['id']}/decline", headers=declining.headers)).status_code == 200
+    await refused(declining, 409, "offer_closed")
+    # once the account is valid again, the same token works, and the booking is taken
+    await _set_user(db, gone.id, is_active=True)
+    won = await client.post(url, headers=gone.headers)
+    assert won.status_code == 200 and won.json()["worker_id"] == gone.member_id
+    assert set(won.json()) == set(BookingPublic.model_fields) and won.json()["address"] is not None
+    assert won.json()["payment"]["client_secret"] is None  # the client's only
+    await _set_user(db, demoted.id, role="worker")
+    await refused(demoted, 409, "already_taken", still=("accepted", uuid.UUID(gone.member_id)))
+    cancelled = (await client.post("/bookings", headers=market.client.headers,
+                                   json=booking_body(market, starts_at=next_day_at(16)))).json()
+    assert (await client.post(f"/bookings/{cancelled['id']}/cancel", headers=market.client.headers,
+                              json={"reason": "plans changed"})).status_code == 200
+    resp = await client.post(f"/bookings/{cancelled['id']}/accept", headers=demoted.headers)
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "wrong_state"
 
 
 async def test_max_price_limits_who_is_offered(client, db, settings, clock):
