@@ -470,18 +470,25 @@ async def capture_requested_bookings(database_url: str, market: Market, specs: l
     payment `capture_requested`), each on its PaymentIntent: the webhook will post them to the ledger."""
     now = datetime.now(UTC)
     rows = []
-    for sp, pi in zip(specs, intent_ids, strict=True):
+    for i, (sp, pi) in enumerate(zip(specs, intent_ids, strict=True)):
         c = sp.coop
+        # Each capture was requested at its own moment (one shared `updated_at` would make every
+        # compare-and-set on it look alike to the planner, which is not what production sees).
+        requested_at = now - timedelta(milliseconds=i)
         ends = sp.starts_at + timedelta(minutes=sp.minutes)
         rows.append((sp.booking_id, market.coop_ids[c], market.client_ids[c][sp.worker.coop % market.plan.clients_per_coop],
                      market.service_ids[c][sp.service], sp.worker.member_id, None, "completed", sp.starts_at, ends,
                      sp.minutes, sp.worker.lat, sp.worker.lon, "5 quai du Webhook", None, None, "EUR", sp.vat, sp.rate,
                      sp.price, sp.price, sp.excl, sp.breakdown, market.fee_schedule_ids[c], sp.terms, sp.minutes,
                      sp.price, "stripe", pi, None, "capture_requested", 0, 0, None, None, None,
-                     sp.starts_at - timedelta(hours=1), sp.starts_at - timedelta(days=2), now))
+                     sp.starts_at - timedelta(hours=1), sp.starts_at - timedelta(days=2), requested_at))
     conn = await asyncpg.connect(_dsn(database_url))
     try:
         await conn.copy_records_to_table("booking", columns=BOOKING_COLUMNS, records=rows)
+        # Statistics that know these rows, as autovacuum would have them in production (it may be
+        # off on the benchmark's server): without them the planner takes the partial index on
+        # pending payments for empty and scans it for every capture.
+        await conn.execute("ANALYZE booking")
     finally:
         await conn.close()
 

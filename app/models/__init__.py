@@ -8,6 +8,7 @@ from app.models.marketplace import (
     BookingEvent,
     BookingOffer,
     Offering,
+    SupplyVersion,
     Review,
     Suspension,
 )
@@ -31,7 +32,7 @@ from app.models.tenancy import (
 )
 
 __all__ = [
-    "SQLModel", "IdempotencyKey", "Refund", "StripeEvent", "Appeal", "AvailabilityWindow", "Booking", "BookingEvent", "BookingOffer", "Offering", "Review", "Suspension", "FeeScheduleVersion", "LedgerAccount", "LedgerEntry", "LedgerTransaction", "AuditEvent", "Cooperative", "CooperativePublic", "Member", "RefreshRequest", "RefreshToken",
+    "SQLModel", "IdempotencyKey", "Refund", "StripeEvent", "Appeal", "AvailabilityWindow", "Booking", "BookingEvent", "BookingOffer", "Offering", "SupplyVersion", "Review", "Suspension", "FeeScheduleVersion", "LedgerAccount", "LedgerEntry", "LedgerTransaction", "AuditEvent", "Cooperative", "CooperativePublic", "Member", "RefreshRequest", "RefreshToken",
     "Service", "ServiceCreate", "ServicePublic", "TokenPair", "User", "UserProfilePublic", "UserPublic",
     "UserRegister",
 ]

@@ -16,6 +16,21 @@ BOOKING_STATUSES = ("pending_payment", "offered", "accepted", "in_progress", "co
                     "expired", "refunded", "disputed")
 # A worker holds the slot of a booking in these states (the no-overlap rule applies to them).
 HOLDING_STATUSES = ("accepted", "in_progress", "completed")
+# The longest booking (API.md: duration_minutes <= 720); PostgreSQL also checks a booking's span
+# against it (migration 0008), which the supply index's overlap search relies on.
+MAX_BOOKING_MINUTES = 12 * 60
+
+
+class SupplyVersion(SQLModel, table=True):
+    """A counter per cooperative that PostgreSQL triggers bump in the same transaction as any change
+    to what matching reads from members, their accounts, offerings and availability (migration
+    0008). The bump locks the cooperative's row until commit, so versions follow commit order: a
+    process whose supply index was loaded at the version it reads now is up to date."""
+
+    __tablename__ = "supply_version"
+
+    cooperative_id: uuid.UUID = Field(foreign_key="cooperative.id", primary_key=True)
+    version: int = Field(sa_type=BigInteger, nullable=False, default=0)
 
 
 class Offering(SQLModel, table=True):
@@ -59,6 +74,10 @@ class Booking(SQLModel, table=True):
         Index("ix_booking_client_user_id_created_at", "client_user_id", "created_at"),
         Index("ix_booking_worker_member_id_starts_at", "worker_member_id", "starts_at"),
         Index("ix_booking_cooperative_id_status", "cooperative_id", "status"),
+        # The supply index's per-request read (app/services/supply.py): a cooperative's bookings by
+        # start time, answered from the index alone.
+        Index("ix_booking_cooperative_id_starts_at", "cooperative_id", "starts_at",
+              postgresql_include=["status", "worker_member_id", "ends_at", "duration_minutes"]),
         # For the background sweeper (app/background.py): only the few rows it looks for.
         Index("ix_booking_pending_payment_updated_at", "updated_at",
               postgresql_where=text("payment_status IN ('capture_pending', 'release_pending', 'capture_requested')"),

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from app.models.marketplace import MAX_BOOKING_MINUTES
+
 
 class Location(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -67,7 +69,7 @@ class BookingCreate(BaseModel):
 
     service_id: uuid.UUID
     starts_at: AwareDatetime
-    duration_minutes: int = Field(ge=15, le=12 * 60)
+    duration_minutes: int = Field(ge=15, le=MAX_BOOKING_MINUTES)
     location: Location
     address: str = Field(min_length=3, max_length=300)
     notes: str | None = Field(default=None, max_length=2000)
@@ -131,7 +133,7 @@ class OfferPublic(BaseModel):
 class CompleteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    actual_minutes: int = Field(ge=1, le=12 * 60)
+    actual_minutes: int = Field(ge=1, le=MAX_BOOKING_MINUTES)
 
 
 class CancelIn(BaseModel):

@@ -13,7 +13,7 @@ from app.deps import (ClientUser, CurrentUser, DatabaseDep, GatewayDep, NowDep, 
 from app.errors import Forbidden, Invalid
 from app.models import Booking, Cooperative, Service
 from app.models.coop_settings import settings_of
-from app.models.marketplace import BOOKING_STATUSES
+from app.models.marketplace import BOOKING_STATUSES, MAX_BOOKING_MINUTES
 from app.models.marketplace_api import (
     BookingCreate,
     BookingEventPublic,
@@ -61,7 +61,7 @@ def _actor(user) -> Actor:
 async def get_matches(
     user: ClientUser, session: ReadSessionDep, rate_cards: RateCardsDep, now: NowDep,
     service_id: uuid.UUID, starts_at: AwareDatetime,
-    duration_minutes: Annotated[int, Query(ge=15, le=12 * 60)],
+    duration_minutes: Annotated[int, Query(ge=15, le=MAX_BOOKING_MINUTES)],
     lat: Annotated[float, Query(ge=-90, le=90)], lon: Annotated[float, Query(ge=-180, le=180)],
     max_price_cents: Annotated[int | None, Query(gt=0)] = None,
 ) -> JSONResponse:

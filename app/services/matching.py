@@ -18,6 +18,7 @@ from app.domain.periods import month_bounds
 from app.models import AvailabilityWindow, Booking, Member, Offering, User
 from app.models.coop_settings import CooperativeSettings
 from app.models.marketplace import HOLDING_STATUSES
+from app.services import supply
 
 ACTIVE_STAGES = ("cape", "cesa", "associate")
 
@@ -77,7 +78,23 @@ async def candidates(session: AsyncSession, *, cooperative_id: uuid.UUID, servic
                      starts_at: datetime, ends_at: datetime, lat: float, lon: float,
                      only_member: uuid.UUID | None = None, exclude: set[uuid.UUID] | None = None,
                      ) -> list[matching.Candidate]:
-    """Eligible members for the slot, with what ranking needs (booked minutes of the slot's month)."""
+    """Eligible members for the slot, with what ranking needs (booked minutes of the slot's month).
+    PostgreSQL: from the supply index (app/services/supply.py); SQLite: one SQL search."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        driver = (await (await session.connection()).get_raw_connection()).driver_connection
+        return await supply.index_for(str(session.bind.url)).candidates(
+            driver, cooperative_id=cooperative_id, service_id=service_id, starts_at=starts_at, ends_at=ends_at,
+            lat=lat, lon=lon, only_member=only_member, exclude=exclude)
+    return await sql_candidates(session, cooperative_id=cooperative_id, service_id=service_id, starts_at=starts_at,
+                                ends_at=ends_at, lat=lat, lon=lon, only_member=only_member, exclude=exclude)
+
+
+async def sql_candidates(session: AsyncSession, *, cooperative_id: uuid.UUID, service_id: uuid.UUID,
+                         starts_at: datetime, ends_at: datetime, lat: float, lon: float,
+                         only_member: uuid.UUID | None = None, exclude: set[uuid.UUID] | None = None,
+                         ) -> list[matching.Candidate]:
+    """The candidate search in SQL (both databases; the supply index must agree with it)."""
     query = _SEARCH[session.get_bind().dialect.name]
     if only_member is not None:
         query = query.where(Member.id == only_member)

@@ -1,0 +1,188 @@
+"""The supply index: matching's candidate search from memory, exact, on PostgreSQL.
+
+Matching asks, for every search, which members of a cooperative offer the service, are active, are
+available for the whole slot, hold no overlapping booking and reach the client (DESIGN.md
+"Matching"). Probing that member by member in SQL cost more than everything else a search does,
+so each process keeps, per cooperative, the half of it that changes rarely:
+
+- **static half** (members with their account and place, offerings, availability windows), loaded
+  in ONE statement (one snapshot) together with the cooperative's `supply_version`. Triggers bump
+  that counter in the same transaction as any change to those rows (migration 0008), holding its
+  row lock until commit, so versions follow commit order: an index loaded at the version a search
+  reads is exactly what the database holds now;
+- **dynamic half** (bookings held over the slot, minutes booked in the slot's month), read on every
+  search, in the same round trip as the version, from an index-only scan of the cooperative's
+  bookings by start time (it relies on bookings spanning at most 12 hours, which PostgreSQL checks).
+
+The filters are the SQL search's (app/services/matching.py), including its bounding-box prefilter
+on each member's radius; the exact distance and the ranking stay in app/domain/matching.py. A test
+checks both searches agree (tests/e2e/test_supply_index.py). SQLite keeps the SQL search.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from app.domain import matching
+from app.domain.periods import month_bounds
+from app.models.marketplace import HOLDING_STATUSES, MAX_BOOKING_MINUTES
+
+_ACTIVE = ", ".join(f"'{s}'" for s in ("cape", "cesa", "associate"))  # matching.ACTIVE_STAGES
+_HOLDING = ", ".join(f"'{s}'" for s in HOLDING_STATUSES)
+_VERSION = "COALESCE((SELECT version FROM supply_version WHERE cooperative_id = $1), 0)"
+
+# The static half, one snapshot. Members as the SQL search filters them (active stage, not
+# suspended, account active, placed); windows and offerings of those members only.
+_LOAD = f"""
+WITH m AS MATERIALIZED (
+    SELECT m.id, u.display_name, m.lat, m.lon, m.radius_km, m.rating_sum, m.rating_count,
+           m.fixed_monthly_gross_cents
+    FROM member AS m JOIN app_user AS u ON u.id = m.user_id
+    WHERE m.cooperative_id = $1 AND m.stage IN ({_ACTIVE}) AND NOT m.suspended AND u.is_active
+      AND m.lat IS NOT NULL AND m.lon IS NOT NULL AND m.radius_km IS NOT NULL),
+o AS MATERIALIZED (
+    SELECT o.member_id, o.service_id, o.hourly_rate_cents FROM offering AS o JOIN m ON m.id = o.member_id
+    WHERE o.cooperative_id = $1),
+w AS MATERIALIZED (
+    SELECT a.member_id, a.starts_at, a.ends_at FROM availability_window AS a JOIN m ON m.id = a.member_id)
+SELECT {_VERSION} AS version,
+       (SELECT array_agg(ROW(id, display_name, lat, lon, radius_km, rating_sum, rating_count,
+                             fixed_monthly_gross_cents)) FROM m) AS members,
+       (SELECT array_agg(ROW(member_id, service_id, hourly_rate_cents)) FROM o) AS offerings,
+       (SELECT array_agg(ROW(member_id, starts_at, ends_at)) FROM w) AS windows
+"""
+
+# The dynamic half, per search: $2, $3 the slot; $4, $5 its month; $6 = slot start - the longest
+# booking (a booking overlapping the slot starts after it), so one range of the index covers both.
+_PER_SEARCH = f"""
+SELECT {_VERSION} AS version, array_agg(b.worker_member_id) AS members, array_agg(b.minutes) AS minutes,
+       array_agg(b.busy) AS busy
+FROM (SELECT worker_member_id,
+             COALESCE(sum(duration_minutes) FILTER (WHERE starts_at >= $4 AND starts_at < $5), 0) AS minutes,
+             COALESCE(bool_or(starts_at < $3 AND ends_at > $2), false) AS busy
+      FROM booking
+      WHERE cooperative_id = $1 AND status IN ({_HOLDING}) AND worker_member_id IS NOT NULL
+        AND starts_at >= LEAST($4, $6) AND starts_at < GREATEST($5, $3)
+        AND ((starts_at >= $4 AND starts_at < $5) OR (starts_at < $3 AND ends_at > $2))
+      GROUP BY worker_member_id) AS b
+"""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class CooperativeSupply:
+    """One cooperative's static half, as arrays (position i = member i)."""
+
+    version: int
+    member_ids: tuple[str, ...]
+    member_uuids: tuple[uuid.UUID, ...]
+    positions: dict[uuid.UUID, int]
+    display_names: tuple[str, ...]
+    lat: np.ndarray
+    lon: np.ndarray
+    radius_km: np.ndarray
+    rating_sum: tuple[int, ...]
+    rating_count: tuple[int, ...]
+    expected_gross: tuple[int | None, ...]
+    offers: dict[uuid.UUID, tuple[np.ndarray, np.ndarray]]  # service -> (member positions, hourly rates)
+    window_member: np.ndarray  # window -> member position
+    window_start: np.ndarray   # µs since the epoch
+    window_end: np.ndarray
+
+    @classmethod
+    def from_row(cls, row) -> CooperativeSupply:
+        members = sorted(row["members"] or [], key=lambda m: m[0])
+        uuids = tuple(uuid.UUID(str(m[0])) for m in members)
+        positions = {u: i for i, u in enumerate(uuids)}
+        by_service: dict[uuid.UUID, tuple[list[int], list[int]]] = {}
+        for member_id, service_id, rate in row["offerings"] or []:
+            at, rates = by_service.setdefault(uuid.UUID(str(service_id)), ([], []))
+            at.append(positions[member_id])
+            rates.append(rate)
+        windows = row["windows"] or []
+        return cls(
+            version=row["version"], member_ids=tuple(str(u) for u in uuids), member_uuids=uuids, positions=positions,
+            display_names=tuple(m[1] for m in members),
+            lat=np.array([m[2] for m in members], dtype=float), lon=np.array([m[3] for m in members], dtype=float),
+            radius_km=np.array([m[4] for m in members], dtype=float),
+            rating_sum=tuple(m[5] for m in members), rating_count=tuple(m[6] for m in members),
+            expected_gross=tuple(m[7] for m in members),
+            offers={s: (np.array(at, dtype=np.int64), np.array(rates, dtype=np.int64))
+                    for s, (at, rates) in by_service.items()},
+            window_member=np.array([positions[w[0]] for w in windows], dtype=np.int64),
+            window_start=np.array([_micros(w[1]) for w in windows], dtype=np.int64),
+            window_end=np.array([_micros(w[2]) for w in windows], dtype=np.int64),
+        )
+
+
+class SupplyIndex:
+    """The static halves of one process, by cooperative (one per Database)."""
+
+    def __init__(self) -> None:
+        self._by_cooperative: dict[uuid.UUID, CooperativeSupply] = {}
+        self.loads = 0  # how many times a cooperative was (re)loaded: for tests and the benchmark
+
+    async def candidates(self, driver, *, cooperative_id: uuid.UUID, service_id: uuid.UUID, starts_at: datetime,
+                         ends_at: datetime, lat: float, lon: float, only_member: uuid.UUID | None = None,
+                         exclude: set[uuid.UUID] | None = None) -> list[matching.Candidate]:
+        """The same candidates as matching's SQL search, with the minutes each booked in the slot's month."""
+        month_start, month_end = month_bounds(starts_at)
+        searched = await driver.fetchrow(_PER_SEARCH, cooperative_id, starts_at, ends_at, month_start, month_end,
+                                         starts_at - timedelta(minutes=MAX_BOOKING_MINUTES))
+        supply = self._by_cooperative.get(cooperative_id)
+        if supply is None or supply.version != searched["version"]:
+            supply = CooperativeSupply.from_row(await driver.fetchrow(_LOAD, cooperative_id))
+            self.loads += 1
+            current = self._by_cooperative.get(cooperative_id)
+            if current is None or current.version <= supply.version:
+                self._by_cooperative[cooperative_id] = supply
+        offered = supply.offers.get(service_id)
+        if offered is None:
+            return []
+        at, rates = offered
+        keep = np.zeros(len(supply.member_ids), dtype=bool)
+        start_us, end_us = _micros(starts_at), _micros(ends_at)
+        keep[supply.window_member[(supply.window_start <= start_us) & (supply.window_end >= end_us)]] = True
+        booked: dict[int, int] = {}
+        for member_id, minutes, busy in zip(searched["members"] or [], searched["minutes"] or [],
+                                            searched["busy"] or [], strict=True):
+            position = supply.positions.get(member_id)
+            if position is not None:
+                booked[position] = minutes
+                if busy:
+                    keep[position] = False
+        if only_member is not None:
+            only = supply.positions.get(only_member)
+            keep &= np.arange(len(keep)) == (only if only is not None else -1)
+        for member_id in exclude or ():
+            position = supply.positions.get(member_id)
+            if position is not None:
+                keep[position] = False
+        # The SQL search's bounding box on each member's own radius (the exact distance is the ranking's).
+        lat_ok = np.abs(supply.lat[at] - lat) * matching.KM_PER_DEGREE_LAT <= supply.radius_km[at]
+        lon_ok = np.abs(supply.lon[at] - lon) * matching.km_per_degree_lon(lat) <= supply.radius_km[at]
+        chosen = keep[at] & lat_ok & lon_ok
+        return [matching.Candidate(supply.member_ids[i], supply.display_names[i], float(supply.lat[i]),
+                                   float(supply.lon[i]), float(supply.radius_km[i]), int(rate),
+                                   supply.rating_sum[i], supply.rating_count[i], int(booked.get(i, 0)),
+                                   supply.expected_gross[i])
+                for i, rate in zip(at[chosen].tolist(), rates[chosen].tolist(), strict=True)]
+
+
+_INDEXES: dict[str, SupplyIndex] = {}
+
+
+def index_for(database_url: str) -> SupplyIndex:
+    """This process's index for a database (each process has its own; versions keep them exact)."""
+    index = _INDEXES.get(database_url)
+    if index is None:
+        index = _INDEXES[database_url] = SupplyIndex()
+    return index
