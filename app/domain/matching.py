@@ -11,8 +11,11 @@ Every term is stored with each match and offer, so a member can see why a gig wa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 EARTH_RADIUS_KM = 6371.0088  # mean Earth radius (IUGG)
 KM_PER_DEGREE_LAT = 111.32
@@ -79,10 +82,15 @@ class Ranked:
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+    """One distance (the ranking itself uses `_haversine_km`, the same formula on arrays)."""
+    return float(_haversine_km(lat1, lon1, np.array([lat2], dtype=float), np.array([lon2], dtype=float))[0])
+
+
+def _haversine_km(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
+    p1, p2 = math.radians(lat), np.radians(lats)
+    dp, dl = p2 - p1, np.radians(lons - lon)
+    a = np.sin(dp / 2) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(a)))
 
 
 def km_per_degree_lon(lat: float) -> float:
@@ -90,28 +98,96 @@ def km_per_degree_lon(lat: float) -> float:
     return max(KM_PER_DEGREE_LAT * math.cos(math.radians(lat)), 1e-6)
 
 
-def score(candidate: Candidate, distance_km: float, weights: Weights) -> Ranked:
-    distance_term = max(0.0, 1.0 - distance_km / weights.distance_scale_km)
+@dataclass(frozen=True)
+class Pool:
+    """Candidates as columns (position i is one member): a search ranks hundreds of members and
+    shows twenty, so the score is computed on arrays and a `Candidate` is built only for those shown."""
+
+    member_ids: np.ndarray  # str
+    display_names: Sequence[str]
+    lat: np.ndarray
+    lon: np.ndarray
+    radius_km: np.ndarray
+    hourly_rate_cents: np.ndarray
+    rating_sum: np.ndarray
+    rating_count: np.ndarray
+    booked_minutes: np.ndarray
+    expected_gross: Sequence[int | None]
+
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate]) -> Pool:
+        def column(name: str, dtype) -> np.ndarray:
+            return np.array([getattr(c, name) for c in candidates], dtype=dtype)
+
+        return cls(np.array([c.member_id for c in candidates], dtype=str), [c.display_name for c in candidates],
+                   column("lat", float), column("lon", float), column("radius_km", float),
+                   column("hourly_rate_cents", np.int64), column("rating_sum", np.int64),
+                   column("rating_count", np.int64), column("booked_minutes_this_month", np.int64),
+                   [c.expected_monthly_gross_cents for c in candidates])
+
+    def __len__(self) -> int:
+        return len(self.member_ids)
+
+    def candidate(self, i: int) -> Candidate:
+        return Candidate(str(self.member_ids[i]), self.display_names[i], float(self.lat[i]), float(self.lon[i]),
+                         float(self.radius_km[i]), int(self.hourly_rate_cents[i]), int(self.rating_sum[i]),
+                         int(self.rating_count[i]), int(self.booked_minutes[i]), self.expected_gross[i])
+
+
+class Ranking(Sequence[Ranked]):
+    """The ranked candidates, best first; each `Ranked` is built when first read."""
+
+    def __init__(self, pool: Pool, order: np.ndarray, terms: dict[str, np.ndarray], weights: Weights) -> None:
+        self._pool, self._order, self._terms, self._weights = pool, order, terms, weights
+        self._built: dict[int, Ranked] = {}
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        if k < 0:
+            k += len(self)
+        built = self._built.get(k)
+        if built is None:
+            i, t = int(self._order[k]), self._terms
+            count = int(self._pool.rating_count[i])
+            built = self._built[k] = Ranked(
+                self._pool.candidate(i), float(t["distance_km"][i]),
+                int(self._pool.rating_sum[i]) / count if count else None, float(t["score"][i]),
+                float(t["distance_term"][i]), float(t["rating_term"][i]), float(t["bayesian_rating"][i]),
+                float(t["fair_share_term"][i]), self._weights)
+        return built
+
+    def member_ids(self) -> list[str]:
+        return self._pool.member_ids[self._order].tolist()
+
+
+def rank_pool(pool: Pool, *, lat: float, lon: float, weights: Weights) -> Ranking:
+    """Score the candidates whose own service radius reaches the client, best first (ties: fewer
+    booked minutes, then the lower member id)."""
+    distance = _haversine_km(lat, lon, pool.lat, pool.lon)
+    distance_term = np.maximum(0.0, 1.0 - distance / weights.distance_scale_km)
     k = weights.rating_prior_weight
-    bayes = (candidate.rating_sum + weights.rating_prior_mean * k) / (candidate.rating_count + k) if (
-        candidate.rating_count + k) else weights.rating_prior_mean
+    count = pool.rating_count + k
+    bayes = np.where(count > 0, (pool.rating_sum + weights.rating_prior_mean * k) / np.maximum(count, 1),
+                     weights.rating_prior_mean)
     rating_term = (bayes - 1.0) / 4.0
-    booked_hours = candidate.booked_minutes_this_month / 60
-    fair_share_term = 1.0 - min(booked_hours, weights.fair_share_full_hours) / weights.fair_share_full_hours
+    booked_hours = pool.booked_minutes / 60
+    fair_share_term = 1.0 - np.minimum(booked_hours, weights.fair_share_full_hours) / weights.fair_share_full_hours
     total_weight = weights.distance + weights.rating + weights.fair_share
-    value = 0.0 if total_weight == 0 else (
+    score = (np.zeros(len(pool)) if total_weight == 0 else (
         weights.distance * distance_term + weights.rating * rating_term + weights.fair_share * fair_share_term
-    ) / total_weight
-    rating = candidate.rating_sum / candidate.rating_count if candidate.rating_count else None
-    return Ranked(candidate, distance_km, rating, value, distance_term, rating_term, bayes, fair_share_term, weights)
+    ) / total_weight)
+    reach = np.flatnonzero(distance <= pool.radius_km)
+    # np.lexsort: the last key is the primary one
+    order = reach[np.lexsort((pool.member_ids[reach], pool.booked_minutes[reach], -score[reach]))]
+    return Ranking(pool, order, {"distance_km": distance, "distance_term": distance_term, "rating_term": rating_term,
+                                 "bayesian_rating": bayes, "fair_share_term": fair_share_term, "score": score},
+                   weights)
 
 
-def rank(candidates: list[Candidate], *, lat: float, lon: float, weights: Weights) -> list[Ranked]:
+def rank(candidates: Sequence[Candidate], *, lat: float, lon: float, weights: Weights) -> list[Ranked]:
     """Score the candidates whose own service radius reaches the client, best first."""
-    ranked = []
-    for c in candidates:
-        d = haversine_km(lat, lon, c.lat, c.lon)
-        if d <= c.radius_km:
-            ranked.append(score(c, d, weights))
-    ranked.sort(key=lambda r: (-r.score, r.candidate.booked_minutes_this_month, r.candidate.member_id))
-    return ranked
+    return list(rank_pool(Pool.of(candidates), lat=lat, lon=lon, weights=weights))

@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
+from pydantic_core import to_json
 
 from app.deps import (ClientUser, CurrentUser, DatabaseDep, GatewayDep, NowDep, RateCardsDep, ReadSessionDep, SessionDep,
                       TokenClaims, WorkerUser, load_principal, wrong_role)
 from app.errors import Forbidden, Invalid
-from app.models import Booking, Cooperative, Service
-from app.models.coop_settings import settings_of
+from app.models import Booking
 from app.models.marketplace import BOOKING_STATUSES, MAX_BOOKING_MINUTES
 from app.models.marketplace_api import (
     BookingCreate,
@@ -64,23 +64,24 @@ async def get_matches(
     duration_minutes: Annotated[int, Query(ge=15, le=MAX_BOOKING_MINUTES)],
     lat: Annotated[float, Query(ge=-90, le=90)], lon: Annotated[float, Query(ge=-180, le=180)],
     max_price_cents: Annotated[int | None, Query(gt=0)] = None,
-) -> JSONResponse:
+) -> Response:
     """Ranked workers available for the slot, each with the price and where every euro goes."""
-    service = await session.get(Service, service_id)
-    if service is None or service.cooperative_id != user.cooperative_id:
-        raise Invalid("No such service in your cooperative", code="unknown_service")
-    limit = settings_of((await session.get(Cooperative, user.cooperative_id)).settings).matches_limit
-    priced = await bookings.priced_matches(session, rate_cards, cooperative_id=user.cooperative_id, service=service,
-                                           starts_at=starts_at, duration_minutes=duration_minutes, lat=lat, lon=lon,
-                                           now=now, max_price_cents=max_price_cents, limit=limit)
+    context = await bookings.search_context(session, service_id=service_id, cooperative_id=user.cooperative_id,
+                                            at=now)
+    priced = await bookings.priced_matches(session, rate_cards, cooperative_id=user.cooperative_id,
+                                           service=context.service, starts_at=starts_at,
+                                           duration_minutes=duration_minutes, lat=lat, lon=lon, now=now,
+                                           max_price_cents=max_price_cents,
+                                           limit=context.coop_settings.matches_limit, context=context)
     # Plain JSON (the fields of `Match`, in its order): every value is already of its API type, and
-    # validating twenty nested breakdowns again would cost more than the ranking.
-    return JSONResponse([{
+    # validating twenty nested breakdowns again would cost more than the ranking; pydantic's core
+    # writes it.
+    return Response(to_json([{
         "worker_id": p.ranked.candidate.member_id, "display_name": p.ranked.candidate.display_name,
         "rating": p.ranked.rating, "rating_count": p.ranked.candidate.rating_count,
         "distance_km": round(p.ranked.distance_km, 2), "hourly_rate_cents": p.ranked.candidate.hourly_rate_cents,
         "price_cents": p.quote.breakdown.price_cents, "breakdown": p.quote.breakdown.to_dict(),
-        "score": round(p.ranked.score, 6), "why": p.ranked.why} for p in priced])
+        "score": round(p.ranked.score, 6), "why": p.ranked.why} for p in priced]), media_type="application/json")
 
 
 @router.post("/bookings", status_code=201, response_model=BookingPublic)

@@ -30,7 +30,7 @@ from app.domain.fees import Breakdown
 from app.domain.money import apply_bps
 from app.domain.periods import period_of
 from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
-from app.models import Booking, BookingEvent, BookingOffer, Cooperative, Member, Service, User
+from app.models import Booking, BookingEvent, BookingOffer, Cooperative, FeeScheduleVersion, Member, Service, User
 from app.models.coop_settings import CooperativeSettings, settings_of
 from app.models.marketplace import HOLDING_STATUSES
 from app.payments.port import AuthorizeRequest, PaymentGateway
@@ -91,13 +91,70 @@ class PricedCandidate:
     quote: quotes.Quote
 
 
+@dataclass(frozen=True)
+class SearchContext:
+    """What a search reads besides the supply: the service, its cooperative and the fee schedule in
+    force (None if there is none yet)."""
+
+    service: Any  # .id, .vat_rate_bps
+    cooperative: Any  # .id, .currency, .settings
+    coop_settings: CooperativeSettings
+    fee_version: Any | None
+
+
+def _search_context_statement():
+    fee, latest = FeeScheduleVersion.__table__, FeeScheduleVersion.__table__.alias("latest")
+    in_force = (select(latest.c.id).where(latest.c.cooperative_id == Cooperative.id,
+                                          latest.c.effective_from <= bindparam("p_at", type_=fee.c.effective_from.type))
+                .order_by(latest.c.effective_from.desc()).limit(1).correlate(Cooperative).scalar_subquery())
+    return (select(Service.id, Service.vat_rate_bps, Cooperative.id, Cooperative.currency, Cooperative.settings,
+                   *(fee.c[name] for name in _FEE_COLUMNS))
+            .join(Cooperative, Cooperative.id == Service.cooperative_id)
+            .outerjoin(fee, fee.c.id == in_force)
+            .where(Service.id == bindparam("p_service"), Service.cooperative_id == bindparam("p_cooperative")))
+
+
+# What quotes read of a fee schedule version (fee_schedules.to_domain).
+_FEE_COLUMNS = ("id", "contribution_rate_bps", "contribution_tiers", "processing_fee_payer", "processing_fee_bps",
+                "processing_fee_fixed_cents", "min_fixed_monthly_gross_cents")
+_SEARCH_CONTEXT = _search_context_statement()
+_PG_SEARCH_CONTEXT = PgStatement(_SEARCH_CONTEXT)
+
+
+async def search_context(session: AsyncSession, *, service_id: uuid.UUID, cooperative_id: uuid.UUID,
+                         at: datetime) -> SearchContext:
+    """One round trip (on PostgreSQL on the driver: a search runs it every time); 422
+    `unknown_service` if the service is not the cooperative's."""
+    values = {"p_service": service_id, "p_cooperative": cooperative_id, "p_at": at}
+    if session.get_bind().dialect.name == "postgresql":
+        driver = (await (await session.connection()).get_raw_connection()).driver_connection
+        row = await _PG_SEARCH_CONTEXT.fetchrow(driver, values)
+    else:
+        row = (await session.execute(_SEARCH_CONTEXT, values)).first()
+    if row is None:
+        raise Invalid("No such service in your cooperative", code="unknown_service")
+    service_id, vat, coop_id, currency, coop_settings_json = row[:5]
+    fee = row[5:]
+    return SearchContext(SimpleNamespace(id=service_id, vat_rate_bps=vat),
+                         SimpleNamespace(id=coop_id, currency=currency, settings=coop_settings_json),
+                         settings_of(coop_settings_json),
+                         None if fee[0] is None else SimpleNamespace(**dict(zip(_FEE_COLUMNS, fee, strict=True))))
+
+
 async def priced_matches(session: AsyncSession, rate_cards, *, cooperative_id: uuid.UUID, service: Service,
                          starts_at: datetime, duration_minutes: int, lat: float, lon: float, now: datetime,
                          only_member: uuid.UUID | None = None, exclude: set[uuid.UUID] | None = None,
-                         max_price_cents: int | None = None, limit: int | None = None) -> list[PricedCandidate]:
+                         max_price_cents: int | None = None, limit: int | None = None,
+                         context: SearchContext | None = None) -> list[PricedCandidate]:
     """Eligible workers, best first, each with the price of the slot and its breakdown: the first
-    `limit` whose price (VAT included) is at most `max_price_cents`."""
-    coop, coop_settings = await _cooperative(session, cooperative_id)
+    `limit` whose price (VAT included) is at most `max_price_cents`. `context`, when the caller
+    read it (search_context, at `now`), saves reading the cooperative and the schedule again."""
+    if context is None:
+        coop, coop_settings = await _cooperative(session, cooperative_id)
+    else:
+        coop, coop_settings = context.cooperative, context.coop_settings
+        if context.fee_version is None:
+            raise NotFound("This cooperative has no fee schedule in force at that date", code="no_fee_schedule")
     ends_at = starts_at + timedelta(minutes=duration_minutes)
     found = await matching.ranked(session, coop_settings=coop_settings, cooperative_id=cooperative_id,
                                   service_id=service.id, starts_at=starts_at, ends_at=ends_at, lat=lat, lon=lon,
@@ -105,10 +162,10 @@ async def priced_matches(session: AsyncSession, rate_cards, *, cooperative_id: u
     if not found:
         return []
     ctx = await quotes.context(session, rate_cards, cooperative=coop, coop_settings=coop_settings, at=now,
-                               period=period_of(starts_at))
+                               period=period_of(starts_at), version=context and context.fee_version)
     turnover = {}
     if ctx.schedule.contribution_tiers:
-        turnover = await yearly_turnover(session, member_ids=[uuid.UUID(r.candidate.member_id) for r in found],
+        turnover = await yearly_turnover(session, member_ids=[uuid.UUID(m) for m in found.member_ids()],
                                          at=starts_at)
     priced = []
     for r in found:

@@ -74,20 +74,22 @@ def _candidate_search(dialect: str):
 _SEARCH = {"postgresql": _candidate_search("postgresql"), "sqlite": _candidate_search("sqlite")}
 
 
-async def candidates(session: AsyncSession, *, cooperative_id: uuid.UUID, service_id: uuid.UUID,
-                     starts_at: datetime, ends_at: datetime, lat: float, lon: float,
-                     only_member: uuid.UUID | None = None, exclude: set[uuid.UUID] | None = None,
-                     ) -> list[matching.Candidate]:
+async def pool(session: AsyncSession, *, cooperative_id: uuid.UUID, service_id: uuid.UUID,
+               starts_at: datetime, ends_at: datetime, lat: float, lon: float,
+               only_member: uuid.UUID | None = None, exclude: set[uuid.UUID] | None = None) -> matching.Pool:
     """Eligible members for the slot, with what ranking needs (booked minutes of the slot's month).
     PostgreSQL: from the supply index (app/services/supply.py); SQLite: one SQL search."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+    search = dict(cooperative_id=cooperative_id, service_id=service_id, starts_at=starts_at, ends_at=ends_at,
+                  lat=lat, lon=lon, only_member=only_member, exclude=exclude)
+    if session.get_bind().dialect.name == "postgresql":
         driver = (await (await session.connection()).get_raw_connection()).driver_connection
-        return await supply.index_for(str(session.bind.url)).candidates(
-            driver, cooperative_id=cooperative_id, service_id=service_id, starts_at=starts_at, ends_at=ends_at,
-            lat=lat, lon=lon, only_member=only_member, exclude=exclude)
-    return await sql_candidates(session, cooperative_id=cooperative_id, service_id=service_id, starts_at=starts_at,
-                                ends_at=ends_at, lat=lat, lon=lon, only_member=only_member, exclude=exclude)
+        return await supply.index_for(str(session.bind.url)).pool(driver, **search)
+    return matching.Pool.of(await sql_candidates(session, **search))
+
+
+async def candidates(session: AsyncSession, **search) -> list[matching.Candidate]:
+    found = await pool(session, **search)
+    return [found.candidate(i) for i in range(len(found))]
 
 
 async def sql_candidates(session: AsyncSession, *, cooperative_id: uuid.UUID, service_id: uuid.UUID,
@@ -109,6 +111,6 @@ async def sql_candidates(session: AsyncSession, *, cooperative_id: uuid.UUID, se
             for mid, name, mlat, mlon, radius, rate, rsum, rcount, booked, expected in rows]
 
 
-async def ranked(session: AsyncSession, *, coop_settings: CooperativeSettings, **search) -> list[matching.Ranked]:
-    found = await candidates(session, **search)
-    return matching.rank(found, lat=search["lat"], lon=search["lon"], weights=weights_of(coop_settings))
+async def ranked(session: AsyncSession, *, coop_settings: CooperativeSettings, **search) -> matching.Ranking:
+    found = await pool(session, **search)
+    return matching.rank_pool(found, lat=search["lat"], lon=search["lon"], weights=weights_of(coop_settings))

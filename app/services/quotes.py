@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import fees
-from app.models import Cooperative
+from app.models import Cooperative, FeeScheduleVersion
 from app.models.coop_settings import CooperativeSettings
 from app.payouts.engine import EmploymentSettings
 from app.services import fee_schedules
@@ -57,9 +57,11 @@ class Quote:
 
 
 async def context(session: AsyncSession, rate_cards, *, cooperative: Cooperative, coop_settings: CooperativeSettings,
-                  at: datetime, period: str) -> QuoteContext:
-    """Load the schedule in force at `at` and the salary rate card of `period`."""
-    version = await fee_schedules.in_force(session, cooperative_id=cooperative.id, at=at)
+                  at: datetime, period: str, version: FeeScheduleVersion | None = None) -> QuoteContext:
+    """Load the schedule in force at `at` (unless the caller read it: `version`) and the salary rate
+    card of `period`."""
+    if version is None:
+        version = await fee_schedules.in_force(session, cooperative_id=cooperative.id, at=at)
     card = await rate_cards.get(period, employment_settings(coop_settings))
     return QuoteContext(version.id, fee_schedules.to_domain(version), card, cooperative.currency,
                         coop_settings.default_expected_monthly_gross_cents)

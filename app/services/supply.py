@@ -89,8 +89,9 @@ class CooperativeSupply:
     lat: np.ndarray
     lon: np.ndarray
     radius_km: np.ndarray
-    rating_sum: tuple[int, ...]
-    rating_count: tuple[int, ...]
+    member_id_array: np.ndarray  # str, for the ranking's ties
+    rating_sum: np.ndarray
+    rating_count: np.ndarray
     expected_gross: tuple[int | None, ...]
     offers: dict[uuid.UUID, tuple[np.ndarray, np.ndarray]]  # service -> (member positions, hourly rates)
     window_member: np.ndarray  # window -> member position
@@ -113,7 +114,9 @@ class CooperativeSupply:
             display_names=tuple(m[1] for m in members),
             lat=np.array([m[2] for m in members], dtype=float), lon=np.array([m[3] for m in members], dtype=float),
             radius_km=np.array([m[4] for m in members], dtype=float),
-            rating_sum=tuple(m[5] for m in members), rating_count=tuple(m[6] for m in members),
+            member_id_array=np.array([str(u) for u in uuids], dtype=str),
+            rating_sum=np.array([m[5] for m in members], dtype=np.int64),
+            rating_count=np.array([m[6] for m in members], dtype=np.int64),
             expected_gross=tuple(m[7] for m in members),
             offers={s: (np.array(at, dtype=np.int64), np.array(rates, dtype=np.int64))
                     for s, (at, rates) in by_service.items()},
@@ -130,9 +133,9 @@ class SupplyIndex:
         self._by_cooperative: dict[uuid.UUID, CooperativeSupply] = {}
         self.loads = 0  # how many times a cooperative was (re)loaded: for tests and the benchmark
 
-    async def candidates(self, driver, *, cooperative_id: uuid.UUID, service_id: uuid.UUID, starts_at: datetime,
-                         ends_at: datetime, lat: float, lon: float, only_member: uuid.UUID | None = None,
-                         exclude: set[uuid.UUID] | None = None) -> list[matching.Candidate]:
+    async def pool(self, driver, *, cooperative_id: uuid.UUID, service_id: uuid.UUID, starts_at: datetime,
+                   ends_at: datetime, lat: float, lon: float, only_member: uuid.UUID | None = None,
+                   exclude: set[uuid.UUID] | None = None) -> matching.Pool:
         """The same candidates as matching's SQL search, with the minutes each booked in the slot's month."""
         month_start, month_end = month_bounds(starts_at)
         searched = await driver.fetchrow(_PER_SEARCH, cooperative_id, starts_at, ends_at, month_start, month_end,
@@ -146,35 +149,37 @@ class SupplyIndex:
                 self._by_cooperative[cooperative_id] = supply
         offered = supply.offers.get(service_id)
         if offered is None:
-            return []
+            return matching.Pool.of([])
         at, rates = offered
         keep = np.zeros(len(supply.member_ids), dtype=bool)
         start_us, end_us = _micros(starts_at), _micros(ends_at)
         keep[supply.window_member[(supply.window_start <= start_us) & (supply.window_end >= end_us)]] = True
-        booked: dict[int, int] = {}
-        for member_id, minutes, busy in zip(searched["members"] or [], searched["minutes"] or [],
-                                            searched["busy"] or [], strict=True):
-            position = supply.positions.get(member_id)
+        booked = np.zeros(len(supply.member_ids), dtype=np.int64)
+        positions = supply.positions
+        for member_id, minutes, busy in zip(searched["members"] or (), searched["minutes"] or (),
+                                            searched["busy"] or (), strict=True):
+            position = positions.get(member_id)
             if position is not None:
                 booked[position] = minutes
                 if busy:
                     keep[position] = False
         if only_member is not None:
-            only = supply.positions.get(only_member)
+            only = positions.get(only_member)
             keep &= np.arange(len(keep)) == (only if only is not None else -1)
         for member_id in exclude or ():
-            position = supply.positions.get(member_id)
+            position = positions.get(member_id)
             if position is not None:
                 keep[position] = False
         # The SQL search's bounding box on each member's own radius (the exact distance is the ranking's).
-        lat_ok = np.abs(supply.lat[at] - lat) * matching.KM_PER_DEGREE_LAT <= supply.radius_km[at]
-        lon_ok = np.abs(supply.lon[at] - lon) * matching.km_per_degree_lon(lat) <= supply.radius_km[at]
-        chosen = keep[at] & lat_ok & lon_ok
-        return [matching.Candidate(supply.member_ids[i], supply.display_names[i], float(supply.lat[i]),
-                                   float(supply.lon[i]), float(supply.radius_km[i]), int(rate),
-                                   supply.rating_sum[i], supply.rating_count[i], int(booked.get(i, 0)),
-                                   supply.expected_gross[i])
-                for i, rate in zip(at[chosen].tolist(), rates[chosen].tolist(), strict=True)]
+        radius = supply.radius_km[at]
+        chosen = (keep[at] & (np.abs(supply.lat[at] - lat) * matching.KM_PER_DEGREE_LAT <= radius)
+                  & (np.abs(supply.lon[at] - lon) * matching.km_per_degree_lon(lat) <= radius))
+        members = at[chosen]
+        return matching.Pool(
+            supply.member_id_array[members], [supply.display_names[i] for i in members.tolist()],
+            supply.lat[members], supply.lon[members], supply.radius_km[members], rates[chosen],
+            supply.rating_sum[members], supply.rating_count[members], booked[members],
+            [supply.expected_gross[i] for i in members.tolist()])
 
 
 _INDEXES: dict[str, SupplyIndex] = {}

@@ -53,3 +53,45 @@ def test_ties_are_broken_by_fewer_hours_then_member_id_and_scores_stay_in_0_1():
     assert all(r.score == 0 for r in ranked)
     for r in rank(same, lat=LYON[0], lon=LYON[1], weights=Weights(30, 20, 50)):
         assert 0 <= r.score <= 1 and set(r.why) >= {"formula", "weights", "score"}
+
+
+def _reference_rank(candidates, *, lat, lon, w: Weights):
+    """The published formula, one candidate at a time, as the module docstring states it."""
+    import math
+
+    out = []
+    for c in candidates:
+        p1, p2 = math.radians(lat), math.radians(c.lat)
+        a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(c.lon - lon) / 2) ** 2
+        d = 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(a)))
+        if d > c.radius_km:
+            continue
+        k = w.rating_prior_weight
+        bayes = (c.rating_sum + w.rating_prior_mean * k) / (c.rating_count + k) if c.rating_count + k else \
+            w.rating_prior_mean
+        terms = (max(0.0, 1 - d / w.distance_scale_km), (bayes - 1) / 4,
+                 1 - min(c.booked_minutes_this_month / 60, w.fair_share_full_hours) / w.fair_share_full_hours)
+        total = w.distance + w.rating + w.fair_share
+        score = 0.0 if total == 0 else (w.distance * terms[0] + w.rating * terms[1] + w.fair_share * terms[2]) / total
+        out.append((score, c.booked_minutes_this_month, c.member_id, d, terms))
+    out.sort(key=lambda r: (-r[0], r[1], r[2]))
+    return out
+
+
+@pytest.mark.parametrize("weights", [Weights(30, 20, 50), Weights(0, 0, 0), Weights(1, 0, 0),
+                                     Weights(10, 10, 10, rating_prior_weight=0)])
+def test_the_ranking_computes_the_published_formula_for_every_candidate(weights):
+    import random
+
+    rng = random.Random(7)
+    candidates = [cand(f"m{i:03d}", km_north=rng.uniform(-25, 25), radius=rng.choice([5.0, 15.0, 30.0]),
+                       ratings=rng.choice([(0, 0), (5, 1), (37, 9), (12, 4)]),
+                       minutes=rng.choice([0, 0, 90, 600, 9000]))
+                  for i in range(300)]
+    ranked = rank(candidates, lat=LYON[0], lon=LYON[1], weights=weights)
+    expected = _reference_rank(candidates, lat=LYON[0], lon=LYON[1], w=weights)
+    assert [r.candidate.member_id for r in ranked] == [e[2] for e in expected]
+    for r, (score, _, _, d, terms) in zip(ranked, expected):
+        assert r.score == pytest.approx(score, abs=1e-12) and r.distance_km == pytest.approx(d, abs=1e-9)
+        assert (r.distance_term, r.rating_term, r.fair_share_term) == pytest.approx(terms, abs=1e-12)
+    assert 50 < len(ranked) < 300  # some are out of their radius, most are not
