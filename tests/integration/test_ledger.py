@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.domain import ledger as rules
 from app.domain.errors import UnbalancedTransaction
+from app.db import utcnow
 from app.domain.fees import FeeSchedule, SalaryRates, quote_breakdown
 from app.models import LedgerEntry, LedgerTransaction
 from app.services import ledger
@@ -232,3 +233,27 @@ async def test_post_many_writes_only_the_references_not_posted_yet(db):
         assert await ledger.account_balance(s, cooperative_id=coop_id, code=rules.PROCESSOR_CLEARING) == 350
         assert await ledger.account_balance(s, cooperative_id=coop_id, code=rules.VAT_COLLECTED) == -100
     assert await _trial_total(db, coop_id) == (0, 3)
+
+
+@pytest.mark.postgres
+async def test_postgres_the_one_statement_postings_get_a_generic_plan(db):
+    """pg_postings_ctes hides its arrays' lengths from the planner: the plan cache settles on one
+    generic plan instead of planning the statement again on every execution."""
+    coop_id = await _coop_id(db)
+    member = await _member(db, coop_id)
+    sql = ("WITH ev AS (SELECT 1)," + ledger.pg_postings_ctes(first=1, gate="EXISTS (SELECT 1 FROM ev)")
+           + " SELECT count(*) FROM ledger_en")
+    breakdown = quote_breakdown(price_excl_vat_cents=15000, vat_rate_bps=2000, schedule=SCHEDULE, rates=RATES)
+    async with db.driver() as conn:
+        for i in range(8):
+            # Postings of different shapes (2 or 3 transactions, 3 to 8 entries) on one connection.
+            postings = (rules.capture_postings(payment_intent_id=f"pi_plan_{i}", member_id=member, breakdown=breakdown,
+                                               processing_fee_cents=breakdown.amount("payment_processing"),
+                                               payer="member" if i % 2 else "cooperative", currency="EUR")
+                        if i % 3 else [_transfer(f"plan:{i}", rules.PROCESSOR_CLEARING, rules.VAT_COLLECTED, 10 + i)])
+            args = ledger.pg_postings_args(cooperative_id=coop_id, postings=postings, occurred_at=utcnow())
+            assert await conn.fetchval(sql, *args) == sum(len(p.entries) for p in postings)
+        generic, custom = await conn.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", sql)
+    assert generic >= 3 and custom <= 5
+    assert (await _trial_total(db, coop_id))[0] == 0
