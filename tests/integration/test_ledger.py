@@ -235,6 +235,67 @@ async def test_post_many_writes_only_the_references_not_posted_yet(db):
     assert await _trial_total(db, coop_id) == (0, 3)
 
 
+# ---- PostgreSQL: an entry's account is checked by a trigger, accounts are permanent (0009) ------
+
+
+async def _posted_account(db, coop_id, reference: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """(transaction id, account id) of a fresh posting in this cooperative."""
+    async with db.sessionmaker() as s:
+        result = await ledger.post(s, cooperative_id=coop_id,
+                                   posting=_transfer(reference, rules.PROCESSOR_CLEARING, rules.VAT_COLLECTED, 500))
+        await s.commit()
+        account_id = (await s.execute(text(
+            "SELECT account_id FROM ledger_entry WHERE transaction_id = :tx AND amount_cents > 0"),
+            {"tx": result.transaction_id})).scalar_one()
+    return result.transaction_id, account_id
+
+
+async def _insert_pair(db, *, tx, coop_id, debit_account, credit_account, credit_coop=None):
+    """A balanced pair of entries written around the service, in one statement."""
+    async with db.sessionmaker() as s:
+        await s.execute(text(
+            "INSERT INTO ledger_entry (id, transaction_id, account_id, cooperative_id, amount_cents, occurred_at) "
+            "VALUES (:id1, :tx, :debit, :coop, 7, now()), (:id2, :tx, :credit, :credit_coop, -7, now())"),
+            {"id1": uuid.uuid4(), "id2": uuid.uuid4(), "tx": tx, "debit": debit_account, "credit": credit_account,
+             "coop": coop_id, "credit_coop": credit_coop or coop_id})
+        await s.commit()
+
+
+@pytest.mark.postgres
+async def test_postgres_refuses_an_entry_on_an_unknown_account(db):
+    coop_id = await _coop_id(db)
+    tx, account_id = await _posted_account(db, coop_id, "known:1")
+    with pytest.raises((IntegrityError, DBAPIError), match="not an account of cooperative"):
+        await _insert_pair(db, tx=tx, coop_id=coop_id, debit_account=account_id, credit_account=uuid.uuid4())
+    await _insert_pair(db, tx=tx, coop_id=coop_id, debit_account=account_id, credit_account=account_id)  # control
+
+
+@pytest.mark.postgres
+async def test_postgres_refuses_an_entry_on_another_cooperatives_account(db):
+    coop_id, other_id = await _coop_id(db), await _coop_id(db)
+    tx, account_id = await _posted_account(db, coop_id, "mine:1")
+    _, foreign_account = await _posted_account(db, other_id, "theirs:1")
+    # Another cooperative's account, under this cooperative's id or under its own: both refused.
+    for credit_coop in (coop_id, other_id):
+        with pytest.raises((IntegrityError, DBAPIError), match="not an account of cooperative"):
+            await _insert_pair(db, tx=tx, coop_id=coop_id, debit_account=account_id, credit_account=foreign_account,
+                               credit_coop=credit_coop)
+    async with db.sessionmaker() as s:
+        assert (await s.execute(select(func.count()).select_from(LedgerEntry))).scalar_one() == 4
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("statement", ["DELETE FROM ledger_account WHERE id = :account",
+                                       "UPDATE ledger_account SET cooperative_id = :other WHERE id = :account",
+                                       "UPDATE ledger_account SET id = gen_random_uuid() WHERE id = :account"])
+async def test_postgres_keeps_ledger_accounts_permanent(db, statement):
+    coop_id, other_id = await _coop_id(db), await _coop_id(db)
+    _, account_id = await _posted_account(db, coop_id, "permanent:1")
+    async with db.sessionmaker() as s:
+        with pytest.raises(DBAPIError, match="ledger accounts are permanent"):
+            await s.execute(text(statement), {"account": account_id, "other": other_id})
+
+
 @pytest.mark.postgres
 async def test_postgres_the_one_statement_postings_get_a_generic_plan(db):
     """pg_postings_ctes hides its arrays' lengths from the planner: the plan cache settles on one
