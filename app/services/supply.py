@@ -55,8 +55,9 @@ SELECT {_VERSION} AS version,
        (SELECT array_agg(ROW(member_id, starts_at, ends_at)) FROM w) AS windows
 """
 
-# The dynamic half, per search: $2, $3 the slot; $4, $5 its month; $6 = slot start - the longest
-# booking (a booking overlapping the slot starts after it), so one range of the index covers both.
+# The dynamic half, per search, for the members the static half let through ($7): $2, $3 the
+# slot; $4, $5 its month; $6 = slot start - the longest booking (a booking overlapping the slot
+# starts after it), so one range of the index covers both.
 _PER_SEARCH = f"""
 SELECT {_VERSION} AS version, array_agg(b.worker_member_id) AS members, array_agg(b.minutes) AS minutes,
        array_agg(b.busy) AS busy
@@ -64,7 +65,7 @@ FROM (SELECT worker_member_id,
              COALESCE(sum(duration_minutes) FILTER (WHERE starts_at >= $4 AND starts_at < $5), 0) AS minutes,
              COALESCE(bool_or(starts_at < $3 AND ends_at > $2), false) AS busy
       FROM booking
-      WHERE cooperative_id = $1 AND status IN ({_HOLDING}) AND worker_member_id IS NOT NULL
+      WHERE cooperative_id = $1 AND status IN ({_HOLDING}) AND worker_member_id = ANY($7::uuid[])
         AND starts_at >= LEAST($4, $6) AND starts_at < GREATEST($5, $3)
         AND ((starts_at >= $4 AND starts_at < $5) OR (starts_at < $3 AND ends_at > $2))
       GROUP BY worker_member_id) AS b
@@ -136,50 +137,74 @@ class SupplyIndex:
     async def pool(self, driver, *, cooperative_id: uuid.UUID, service_id: uuid.UUID, starts_at: datetime,
                    ends_at: datetime, lat: float, lon: float, only_member: uuid.UUID | None = None,
                    exclude: set[uuid.UUID] | None = None) -> matching.Pool:
-        """The same candidates as matching's SQL search, with the minutes each booked in the slot's month."""
+        """The same candidates as matching's SQL search, with the minutes each booked in the slot's month.
+
+        The static filters run on the index held; the per-search read (bookings of the members left)
+        also returns the cooperative's version: if the index was behind, it is reloaded and the
+        search done again (at most twice: versions only grow)."""
         month_start, month_end = month_bounds(starts_at)
-        searched = await driver.fetchrow(_PER_SEARCH, cooperative_id, starts_at, ends_at, month_start, month_end,
-                                         starts_at - timedelta(minutes=MAX_BOOKING_MINUTES))
         supply = self._by_cooperative.get(cooperative_id)
-        if supply is None or supply.version != searched["version"]:
-            supply = CooperativeSupply.from_row(await driver.fetchrow(_LOAD, cooperative_id))
-            self.loads += 1
-            current = self._by_cooperative.get(cooperative_id)
-            if current is None or current.version <= supply.version:
-                self._by_cooperative[cooperative_id] = supply
+        if supply is None:
+            supply = await self._load(driver, cooperative_id)
+        for _ in range(3):
+            at, rates = self._static(supply, service_id=service_id, starts_at=starts_at, ends_at=ends_at, lat=lat,
+                                     lon=lon, only_member=only_member, exclude=exclude)
+            searched = await driver.fetchrow(_PER_SEARCH, cooperative_id, starts_at, ends_at, month_start, month_end,
+                                             starts_at - timedelta(minutes=MAX_BOOKING_MINUTES),
+                                             [supply.member_uuids[i] for i in at.tolist()])
+            if searched["version"] == supply.version:
+                break
+            supply = await self._load(driver, cooperative_id)
+        else:  # pragma: no cover - supply changing faster than three round trips
+            raise RuntimeError("the cooperative's supply kept changing during the search")
+        booked = np.zeros(len(at), dtype=np.int64)
+        keep = np.ones(len(at), dtype=bool)
+        where = {member: k for k, member in enumerate(at.tolist())}
+        positions = supply.positions
+        for member_id, minutes, busy in zip(searched["members"] or (), searched["minutes"] or (),
+                                            searched["busy"] or (), strict=True):
+            k = where[positions[member_id]]
+            booked[k] = minutes
+            keep[k] = not busy
+        members = at[keep]
+        return matching.Pool(
+            supply.member_id_array[members], [supply.display_names[i] for i in members.tolist()],
+            supply.lat[members], supply.lon[members], supply.radius_km[members], rates[keep],
+            supply.rating_sum[members], supply.rating_count[members], booked[keep],
+            [supply.expected_gross[i] for i in members.tolist()])
+
+    async def _load(self, driver, cooperative_id: uuid.UUID) -> CooperativeSupply:
+        supply = CooperativeSupply.from_row(await driver.fetchrow(_LOAD, cooperative_id))
+        self.loads += 1
+        current = self._by_cooperative.get(cooperative_id)
+        if current is None or current.version <= supply.version:
+            self._by_cooperative[cooperative_id] = supply
+        return supply
+
+    @staticmethod
+    def _static(supply: CooperativeSupply, *, service_id: uuid.UUID, starts_at: datetime, ends_at: datetime,
+                lat: float, lon: float, only_member: uuid.UUID | None,
+                exclude: set[uuid.UUID] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (and rates) of the members offering the service, available for the whole slot,
+        inside the SQL search's bounding box on their own radius, `only_member`, not `exclude`d."""
         offered = supply.offers.get(service_id)
         if offered is None:
-            return matching.Pool.of([])
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         at, rates = offered
         keep = np.zeros(len(supply.member_ids), dtype=bool)
         start_us, end_us = _micros(starts_at), _micros(ends_at)
         keep[supply.window_member[(supply.window_start <= start_us) & (supply.window_end >= end_us)]] = True
-        booked = np.zeros(len(supply.member_ids), dtype=np.int64)
-        positions = supply.positions
-        for member_id, minutes, busy in zip(searched["members"] or (), searched["minutes"] or (),
-                                            searched["busy"] or (), strict=True):
-            position = positions.get(member_id)
-            if position is not None:
-                booked[position] = minutes
-                if busy:
-                    keep[position] = False
         if only_member is not None:
-            only = positions.get(only_member)
+            only = supply.positions.get(only_member)
             keep &= np.arange(len(keep)) == (only if only is not None else -1)
         for member_id in exclude or ():
-            position = positions.get(member_id)
+            position = supply.positions.get(member_id)
             if position is not None:
                 keep[position] = False
-        # The SQL search's bounding box on each member's own radius (the exact distance is the ranking's).
         radius = supply.radius_km[at]
         chosen = (keep[at] & (np.abs(supply.lat[at] - lat) * matching.KM_PER_DEGREE_LAT <= radius)
                   & (np.abs(supply.lon[at] - lon) * matching.km_per_degree_lon(lat) <= radius))
-        members = at[chosen]
-        return matching.Pool(
-            supply.member_id_array[members], [supply.display_names[i] for i in members.tolist()],
-            supply.lat[members], supply.lon[members], supply.radius_km[members], rates[chosen],
-            supply.rating_sum[members], supply.rating_count[members], booked[members],
-            [supply.expected_gross[i] for i in members.tolist()])
+        return at[chosen], rates[chosen]
 
 
 _INDEXES: dict[str, SupplyIndex] = {}
