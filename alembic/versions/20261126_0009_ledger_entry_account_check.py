@@ -56,14 +56,15 @@ _PG = [
     CREATE FUNCTION ledger_entry_check_accounts() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE bad record;
     BEGIN
-        SELECT n.account_id, t.cooperative_id INTO bad
-        FROM new_entries n JOIN ledger_transaction t ON t.id = n.transaction_id
-        WHERE n.cooperative_id IS DISTINCT FROM t.cooperative_id
-           OR NOT EXISTS (SELECT 1 FROM ledger_account a
-                          WHERE a.id = n.account_id AND a.cooperative_id = t.cooperative_id)
+        -- Scalar subqueries, not joins: each is a lookup by primary key whatever the tables' statistics
+        -- when the plan is cached (a join planned while the ledger was small scanned it whole ever after).
+        SELECT n.account_id, n.cooperative_id INTO bad FROM new_entries n
+        WHERE n.cooperative_id IS DISTINCT FROM (SELECT a.cooperative_id FROM ledger_account a WHERE a.id = n.account_id)
+           OR n.cooperative_id IS DISTINCT FROM (SELECT t.cooperative_id FROM ledger_transaction t
+                                                 WHERE t.id = n.transaction_id)
         LIMIT 1;
         IF FOUND THEN
-            RAISE EXCEPTION 'ledger entry on account % which is not an account of cooperative %',
+            RAISE EXCEPTION 'ledger entry on account % which is not an account of cooperative % (or not of its transaction''s)',
                 bad.account_id, bad.cooperative_id
                 USING ERRCODE = 'foreign_key_violation';
         END IF;
