@@ -355,7 +355,7 @@ ENDPOINTS: list[Endpoint] = [
              run=run_pgbench, verify=verify_pgbench, note="pgbench -c 16 -j 2 on its own database (-s 10), same PostgreSQL server"),
     Endpoint("POST /api/v1/payments/stripe/webhook", "app", method="POST", group="payments",
              needs=frozenset({"market", "stripe"}), prepare=prepare_webhooks, oneshot=oneshot_webhook,
-             expect_rps=150, check=_check_webhook, verify=verify_webhook, ratio_to=PGBENCH, goal=0.30,
+             expect_rps=600, check=_check_webhook, verify=verify_webhook, ratio_to=PGBENCH, goal=0.30,
              note="signed payment_intent.succeeded for a completed booking whose capture was requested: "
                   "re-reads the intent from localstripe, posts the capture to the ledger"),
     Endpoint("localstripe: GET payment_intent", "stripe", group="payments", needs=frozenset({"stripe"}),
