@@ -347,7 +347,7 @@ ENDPOINTS: list[Endpoint] = [
              ratio_to=PK_SELECT, goal=0.25,
              note="client of a 1,000-worker cooperative: ranked, priced workers for a slot (200 query variants)"),
     Endpoint("POST /api/v1/bookings/{id}/accept", "app", method="POST", group="marketplace",
-             needs=frozenset({"market"}), oneshot=oneshot_accept, expect_rps=400, check=_check_accept,
+             needs=frozenset({"market"}), oneshot=oneshot_accept, expect_rps=1400, check=_check_accept,
              verify=verify_accept, ratio_to=INSERT, goal=0.40,
              note="each request accepts another offered booking, with that offer's worker's token"),
     # Payments (bench/bench_webhooks.py): the yardstick, the webhook, and what the webhook waits on.

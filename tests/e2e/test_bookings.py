@@ -445,3 +445,31 @@ async def test_tiered_contributions_apply_to_the_members_yearly_turnover(client,
                                          if line["code"] == "coop_contribution") for m in matches}
     # veteran: 10 € at 10% then 80 € at 5% = 5.00 €; newcomer: 93 € all at 10% = 9.30 €
     assert contribution == {veteran.member_id: 500, newcomer.member_id: 930}
+
+
+@pytest.mark.postgres
+async def test_postgres_the_acceptance_statement_keeps_one_generic_plan(client, db, settings, clock):
+    """The one-statement acceptance is not planned again on every execution (planning it costs about
+    what running it does): PostgreSQL's plan cache settles on a generic plan. A change that made its
+    custom plans look cheaper (e.g. array parameters whose lengths the planner sees, as the
+    webhook's capture had) would fail this."""
+    market = await make_market(client, db, settings, workers=1)
+    worker = market.workers[0]
+    async with db.sessionmaker() as s:
+        coop_id = (await tenancy.cooperative_by_slug(s, market.slug)).id
+    booking_ids = []
+    for day in range(8):
+        resp = await client.post("/bookings", headers=market.client.headers,
+                                 json=booking_body(market, starts_at=next_day_at(10 + day % 2 * 4, days=2 + day // 2),
+                                                   minutes=60))
+        assert resp.status_code == 201, resp.text
+        booking_ids.append(uuid.UUID(resp.json()["id"]))
+    async with db.driver() as conn:
+        for booking_id in booking_ids:
+            row = await bookings._ACCEPT.fetchrow(conn, {
+                "p_booking": booking_id, "p_user": uuid.UUID(worker.id), "p_cooperative": coop_id, "p_now": clock(),
+                "p_event": uuid.uuid4(), "p_seq": 0})
+            assert row is not None and row["status"] == "accepted"
+        generic, custom = await conn.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", bookings._ACCEPT.sql)
+    assert generic >= 3 and custom <= 5
