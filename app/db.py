@@ -123,6 +123,12 @@ class Database:
         await self.engine.dispose()
 
 
+async def driver_of(session: AsyncSession) -> asyncpg.Connection:
+    """PostgreSQL: the asyncpg connection under a session (in its transaction, if it has one), for a
+    `PgStatement` or plain `$n` SQL run as part of that session's work."""
+    return (await (await session.connection()).get_raw_connection()).driver_connection
+
+
 _ASYNCPG = _AsyncpgDialect()
 
 
@@ -140,7 +146,7 @@ class PgStatement:
     of truth with the models); only its execution is raw. So: values are passed as asyncpg takes
     them (UUID, aware datetime, str, int: no type decorators run), results are asyncpg Records
     (jsonb decoded by the codec SQLAlchemy's dialect sets on each connection), and the statement
-    must have no expanding `IN` parameter (write fixed lists in the SQL, e.g. matching._in).
+    must have no expanding `IN` parameter (write fixed lists in the SQL: `literal_in`).
     """
 
     def __init__(self, statement: Any) -> None:

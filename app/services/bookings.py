@@ -22,7 +22,7 @@ from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import PgStatement, literal_in
+from app.db import PgStatement, driver_of, literal_in
 from app.domain import bookings as rules
 from app.domain import ledger as ledger_rules
 from app.domain.errors import PriceTooLow
@@ -127,15 +127,14 @@ async def search_context(session: AsyncSession, *, service_id: uuid.UUID, cooper
     `unknown_service` if the service is not the cooperative's."""
     values = {"p_service": service_id, "p_cooperative": cooperative_id, "p_at": at}
     if session.get_bind().dialect.name == "postgresql":
-        driver = (await (await session.connection()).get_raw_connection()).driver_connection
-        row = await _PG_SEARCH_CONTEXT.fetchrow(driver, values)
+        row = await _PG_SEARCH_CONTEXT.fetchrow(await driver_of(session), values)
     else:
         row = (await session.execute(_SEARCH_CONTEXT, values)).first()
     if row is None:
         raise Invalid("No such service in your cooperative", code="unknown_service")
-    service_id, vat, coop_id, currency, coop_settings_json = row[:5]
+    found_service, vat, coop_id, currency, coop_settings_json = row[:5]
     fee = row[5:]
-    return SearchContext(SimpleNamespace(id=service_id, vat_rate_bps=vat),
+    return SearchContext(SimpleNamespace(id=found_service, vat_rate_bps=vat),
                          SimpleNamespace(id=coop_id, currency=currency, settings=coop_settings_json),
                          settings_of(coop_settings_json),
                          None if fee[0] is None else SimpleNamespace(**dict(zip(_FEE_COLUMNS, fee, strict=True))))
@@ -153,8 +152,6 @@ async def priced_matches(session: AsyncSession, rate_cards, *, cooperative_id: u
         coop, coop_settings = await _cooperative(session, cooperative_id)
     else:
         coop, coop_settings = context.cooperative, context.coop_settings
-        if context.fee_version is None:
-            raise NotFound("This cooperative has no fee schedule in force at that date", code="no_fee_schedule")
     ends_at = starts_at + timedelta(minutes=duration_minutes)
     found = await matching.ranked(session, coop_settings=coop_settings, cooperative_id=cooperative_id,
                                   service_id=service.id, starts_at=starts_at, ends_at=ends_at, lat=lat, lon=lon,
@@ -427,6 +424,13 @@ PUBLIC_COLUMNS = tuple(Booking.__table__.c[name] for name in (
     "payment_status", "created_at"))
 
 
+def _active_worker_account(user) -> tuple:
+    """The caller's account (`p_user`, from a verified token) is still an active worker of the
+    token's cooperative (`p_cooperative`): the acceptance's check on both databases."""
+    return (user.c.id == bindparam("p_user", type_=user.c.id.type), user.c.is_active.is_(True),
+            user.c.role == "worker", user.c.cooperative_id == bindparam("p_cooperative"))
+
+
 def _accept_statement():
     """PostgreSQL: the whole acceptance as ONE statement (so, in autocommit, one atomic round trip).
 
@@ -441,12 +445,11 @@ def _accept_statement():
     booking, offer, member, user, event = (Booking.__table__, BookingOffer.__table__, Member.__table__,
                                            User.__table__, BookingEvent.__table__)
     now = bindparam("p_now", type_=booking.c.updated_at.type)
-    caller = bindparam("p_user", type_=user.c.id.type)
+    caller = bindparam("p_user", type_=user.c.id.type)  # the same parameter as _active_worker_account's
     accepted = (
         update(booking)
         .where(booking.c.id == bindparam("p_booking"), booking.c.status == "offered",
-               user.c.id == caller, user.c.is_active.is_(True), user.c.role == "worker",
-               user.c.cooperative_id == bindparam("p_cooperative"), member.c.user_id == user.c.id,
+               *_active_worker_account(user), member.c.user_id == user.c.id,
                member.c.suspended.is_(False), literal_in(member.c.stage, matching.ACTIVE_STAGES),
                offer.c.booking_id == booking.c.id, offer.c.member_id == member.c.id,
                offer.c.cooperative_id == user.c.cooperative_id, offer.c.status == "open", offer.c.expires_at > now)
@@ -481,9 +484,7 @@ _ACCEPT = PgStatement(_accept_statement())
 
 # The caller's member record, if their account is still an active worker of the cooperative.
 _ACCEPTING_MEMBER = (
-    select(Member.id).join(User, User.id == Member.user_id)
-    .where(User.id == bindparam("p_user"), User.is_active.is_(True), User.role == "worker",
-           User.cooperative_id == bindparam("p_cooperative"))
+    select(Member.id).join(User, User.id == Member.user_id).where(*_active_worker_account(User.__table__))
 )
 
 

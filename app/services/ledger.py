@@ -104,8 +104,8 @@ async def post_many(session: AsyncSession, *, cooperative_id: uuid.UUID, posting
 # The webhook hot path (app/services/payments.py) writes a capture in a single statement: these CTEs
 # open the accounts not seen yet, insert the transactions and their entries from arrays, account ids
 # resolved in SQL. `{gate}` is a condition (e.g. `EXISTS (SELECT 1 FROM ev)`) the caller's statement
-# makes true only when the business change was applied; `{p}` prefixes the caller's positional
-# parameters ($n, numbered from `first`). Nothing here is lenient: a reference posted before (unique
+# makes true only when the business change was applied; the CTEs' positional parameters are
+# numbered from `first` ($n). Nothing here is lenient: a reference posted before (unique
 # violation) or an account opened concurrently since the statement's snapshot (NULL account id) makes
 # the whole statement fail, and the caller takes the general path (`post_many`) instead. The posting
 # rules stay app/domain/ledger.py's: this only decides how their rows are written.

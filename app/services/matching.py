@@ -12,15 +12,16 @@ from datetime import datetime
 from sqlalchemy import Float, and_, bindparam, exists, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import literal_in
-from app.domain import matching
+from app.db import driver_of, literal_in
+from app.domain import matching, membership
 from app.domain.periods import month_bounds
 from app.models import AvailabilityWindow, Booking, Member, Offering, User
 from app.models.coop_settings import CooperativeSettings
 from app.models.marketplace import HOLDING_STATUSES
 from app.services import supply
 
-ACTIVE_STAGES = ("cape", "cesa", "associate")
+# In a fixed order: written into the SQL text (literal_in).
+ACTIVE_STAGES = tuple(sorted(membership.ACTIVE_STAGES))
 
 
 def weights_of(s: CooperativeSettings) -> matching.Weights:
@@ -82,8 +83,7 @@ async def pool(session: AsyncSession, *, cooperative_id: uuid.UUID, service_id: 
     search = dict(cooperative_id=cooperative_id, service_id=service_id, starts_at=starts_at, ends_at=ends_at,
                   lat=lat, lon=lon, only_member=only_member, exclude=exclude)
     if session.get_bind().dialect.name == "postgresql":
-        driver = (await (await session.connection()).get_raw_connection()).driver_connection
-        return await supply.index_for(str(session.bind.url)).pool(driver, **search)
+        return await supply.index_for(str(session.bind.url)).pool(await driver_of(session), **search)
     return matching.Pool.of(await sql_candidates(session, **search))
 
 

@@ -58,6 +58,7 @@ def _intent_id_of(event: dict[str, Any]) -> str | None:
 _UNREAD = object()  # the intent was not read (yet)
 _NO_INTENT_READ = frozenset({"charge.refunded", "charge.dispute.created", "charge.dispute.closed"})
 
+
 @dataclass(slots=True)
 class _BookingRead:
     """The booking as the webhook first reads it (no lock): what decides the capture, and its version.
@@ -157,7 +158,7 @@ async def _capture_fast(database: Database, booking: _BookingRead, intent: Inten
     the booking changed since it was read, or the event or a posting exists already: the caller then
     takes the general path, which sorts it out under the booking's lock."""
     plan = bookings.plan_capture(booking, processing_fee_cents=intent.processing_fee_cents,
-                        amount_cents=intent.amount_received_cents)
+                                 amount_cents=intent.amount_received_cents)
     args = [booking.id, booking.status, booking.payment_status, booking.updated_at, plan.amount_cents, plan.issue,
             event_id, event_type[:100], booking.payment_intent_id, _CAPTURED, now,
             *ledger.pg_postings_args(cooperative_id=booking.cooperative_id, postings=plan.postings,

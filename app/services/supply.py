@@ -11,8 +11,9 @@ so each process keeps, per cooperative, the half of it that changes rarely:
   row lock until commit, so versions follow commit order: an index loaded at the version a search
   reads is exactly what the database holds now;
 - **dynamic half** (bookings held over the slot, minutes booked in the slot's month), read on every
-  search, in the same round trip as the version, from an index-only scan of the cooperative's
-  bookings by start time (it relies on bookings spanning at most 12 hours, which PostgreSQL checks).
+  search for the members the static filters let through, in the same round trip as the version,
+  from one range of the cooperative's bookings by start time (it relies on bookings spanning at most
+  12 hours, which PostgreSQL checks).
 
 The filters are the SQL search's (app/services/matching.py), including its bounding-box prefilter
 on each member's radius; the exact distance and the ranking stay in app/domain/matching.py. A test
@@ -26,11 +27,11 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from app.domain import matching
+from app.domain import matching, membership
 from app.domain.periods import month_bounds
 from app.models.marketplace import HOLDING_STATUSES, MAX_BOOKING_MINUTES
 
-_ACTIVE = ", ".join(f"'{s}'" for s in ("cape", "cesa", "associate"))  # matching.ACTIVE_STAGES
+_ACTIVE = ", ".join(f"'{s}'" for s in sorted(membership.ACTIVE_STAGES))
 _HOLDING = ", ".join(f"'{s}'" for s in HOLDING_STATUSES)
 _VERSION = "COALESCE((SELECT version FROM supply_version WHERE cooperative_id = $1), 0)"
 
@@ -83,7 +84,6 @@ class CooperativeSupply:
     """One cooperative's static half, as arrays (position i = member i)."""
 
     version: int
-    member_ids: tuple[str, ...]
     member_uuids: tuple[uuid.UUID, ...]
     positions: dict[uuid.UUID, int]
     display_names: tuple[str, ...]
@@ -111,7 +111,7 @@ class CooperativeSupply:
             rates.append(rate)
         windows = row["windows"] or []
         return cls(
-            version=row["version"], member_ids=tuple(str(u) for u in uuids), member_uuids=uuids, positions=positions,
+            version=row["version"], member_uuids=uuids, positions=positions,
             display_names=tuple(m[1] for m in members),
             lat=np.array([m[2] for m in members], dtype=float), lon=np.array([m[3] for m in members], dtype=float),
             radius_km=np.array([m[4] for m in members], dtype=float),
@@ -191,7 +191,7 @@ class SupplyIndex:
         if offered is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         at, rates = offered
-        keep = np.zeros(len(supply.member_ids), dtype=bool)
+        keep = np.zeros(len(supply.member_uuids), dtype=bool)
         start_us, end_us = _micros(starts_at), _micros(ends_at)
         keep[supply.window_member[(supply.window_start <= start_us) & (supply.window_end >= end_us)]] = True
         if only_member is not None:
