@@ -101,8 +101,29 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
 
+def is_transaction_rollback(exc: BaseException | None) -> bool:
+    """PostgreSQL aborted the transaction because of a concurrent one (SQLSTATE class 40:
+    serialization failure, deadlock detected): nothing was written and the same request can simply
+    be sent again. Looks through SQLAlchemy's wrapping (`.orig`) and exception chaining."""
+    seen = 0
+    while exc is not None and seen < 8:
+        sqlstate = getattr(exc, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith("40"):
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__
+        seen += 1
+    return False
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     rid = request_id_var.get()
+    if is_transaction_rollback(exc):
+        # Not the caller's fault and nothing was half-written (the transaction rolled back whole):
+        # a state conflict they can retry, never a 500.
+        log.warning("transaction rolled back by a concurrent one", extra={"request_id": rid}, exc_info=exc)
+        return error_response(409, "concurrent_update",
+                              "Another request changed the same data at the same moment; nothing was saved, "
+                              "please retry", headers={"X-Request-ID": rid, "Retry-After": "1"})
     log.exception("unhandled error", extra={"request_id": rid})
     # This response is sent by Starlette's ServerErrorMiddleware, outside RequestContextMiddleware's
     # send wrapper: the X-Request-ID header has to be set here.

@@ -504,15 +504,27 @@ async def accept(db, *, booking_id: uuid.UUID, user_id: uuid.UUID, cooperative_i
     if db.settings.is_sqlite:
         async with db.sessionmaker() as session:
             return await _accept_serialized(session, params, now=now)
-    try:
-        async with db.driver() as driver:
-            row = await _ACCEPT.fetchrow(driver, {**params, "p_now": now, "p_event": uuid.uuid4(),
-                                                  "p_seq": time.time_ns()})
-    except asyncpg.ExclusionViolationError as exc:
-        if exc.constraint_name == "ex_booking_worker_no_overlap":
-            raise Conflict("You already hold a booking at that time", code="overlapping_booking") from None
-        raise
-    return None if row is None else SimpleNamespace(**row)
+    for attempt in range(1, _ACCEPT_ATTEMPTS + 1):
+        try:
+            async with db.driver() as driver:
+                row = await _ACCEPT.fetchrow(driver, {**params, "p_now": now, "p_event": uuid.uuid4(),
+                                                      "p_seq": time.time_ns()})
+            return None if row is None else SimpleNamespace(**row)
+        except asyncpg.ExclusionViolationError as exc:
+            if exc.constraint_name == "ex_booking_worker_no_overlap":
+                raise Conflict("You already hold a booking at that time", code="overlapping_booking") from None
+            raise
+        except asyncpg.DeadlockDetectedError:
+            # One worker accepting two overlapping bookings at the same instant: each statement's
+            # exclusion check waits for the other's uncommitted row, and PostgreSQL aborts one of
+            # them (after deadlock_timeout). The statement was rolled back whole; run it again: it
+            # now sees the winner's committed booking and the constraint refuses it (409 above).
+            if attempt == _ACCEPT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+_ACCEPT_ATTEMPTS = 3
 
 
 async def explain_refusal(db, *, booking_id: uuid.UUID, member_id: uuid.UUID | None, cooperative_id: uuid.UUID,

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from app.domain import ledger as ledger_rules
 from app.models import Booking, BookingEvent, BookingOffer, User
@@ -417,6 +417,42 @@ async def test_one_worker_accepting_two_overlapping_bookings_at_once_gets_one(cl
     results = await asyncio.gather(*(client.post(f"/bookings/{x['id']}/accept", headers=worker.headers) for x in (a, b)))
     assert sorted(r.status_code for r in results) == [200, 409]
     assert [r.json()["error"]["code"] for r in results if r.status_code == 409] == ["overlapping_booking"]
+
+
+@pytest.mark.postgres
+async def test_an_acceptance_aborted_by_a_deadlock_is_retried_and_refused_cleanly(client, db, settings, clock):
+    """The deadlock the race above can hit, made to happen every time: another transaction holds
+    an overlapping booking of the worker (uncommitted), the acceptance's exclusion check waits for
+    it, and that transaction then waits for the booking the acceptance has locked. PostgreSQL
+    aborts the acceptance; it must be run again (not answered 500) and then be refused because the
+    other booking committed."""
+    market = await make_market(client, db, settings, workers=1)
+    worker = market.workers[0]
+    a = (await client.post("/bookings", headers=market.client.headers,
+                           json=booking_body(market, worker_id=worker.member_id))).json()
+    b = (await client.post("/bookings", headers=market.client.headers,
+                           json=booking_body(market, worker_id=worker.member_id, starts_at=next_day_at(11)))).json()
+    async with db.engine.connect() as other, db.engine.connect() as watcher:
+        await other.execute(update(Booking).where(Booking.id == uuid.UUID(a["id"])).values(
+            status="accepted", worker_member_id=uuid.UUID(worker.member_id)))
+        accepting = asyncio.create_task(client.post(f"/bookings/{b['id']}/accept", headers=worker.headers))
+        for _ in range(200):  # until the acceptance waits for `other`
+            waiting = (await watcher.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%accepted%'"
+            ))).scalar_one()
+            await watcher.rollback()
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting, "the acceptance never waited for the other transaction"
+        # `other` now waits for the acceptance's lock on b: a cycle, and the acceptance is aborted.
+        await other.execute(select(Booking.id).where(Booking.id == uuid.UUID(b["id"])).with_for_update())
+        await other.commit()
+        resp = await accepting
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["error"]["code"] == "overlapping_booking"
+    got = (await client.get(f"/bookings/{b['id']}", headers=market.client.headers)).json()
+    assert got["status"] == "offered" and got["worker_id"] is None
 
 
 async def test_tiered_contributions_apply_to_the_members_yearly_turnover(client, db, settings, clock):

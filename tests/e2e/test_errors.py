@@ -190,3 +190,37 @@ async def test_a_supplied_request_id_is_used_for_a_500(crashing_client):
     error = _assert_error(resp, 500, "internal_error")
     assert resp.headers["x-request-id"] == "support-ticket-42"
     assert "support-ticket-42" in error["message"]
+
+
+@pytest.fixture
+async def conflicting_client(db, settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A route whose transaction PostgreSQL really aborts for a concurrent update (SQLSTATE 40001),
+    through SQLAlchemy as every service does."""
+    from sqlalchemy import text
+
+    slug = await make_cooperative(db)
+    app = create_app(settings, database=db)
+    router = APIRouter()
+
+    @router.post("/conflict")
+    async def conflict() -> None:
+        sql = text("UPDATE cooperative SET name = name WHERE slug = :slug")
+        async with db.engine.connect() as a, db.engine.connect() as b:
+            a = await a.execution_options(isolation_level="REPEATABLE READ")
+            await a.execute(text("SELECT 1 FROM cooperative WHERE slug = :slug"), {"slug": slug})  # a's snapshot
+            await b.execute(sql, {"slug": slug})
+            await b.commit()
+            await a.execute(sql, {"slug": slug})  # could not serialize access due to concurrent update
+
+    app.include_router(router)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+@pytest.mark.postgres
+async def test_a_transaction_aborted_by_a_concurrent_one_is_a_409_to_retry_not_a_500(conflicting_client):
+    resp = await conflicting_client.post("/conflict")
+    error = _assert_error(resp, 409, "concurrent_update")
+    assert "retry" in error["message"] and resp.headers["retry-after"] == "1"
+    assert "serialize" not in resp.text and "Traceback" not in resp.text
