@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     # usual concurrency (bench/: 16 requests in flight per worker) and keep the overflow for bursts.
     db_pool_size: int = 20
     db_max_overflow: int = 10
+    # Per process, besides the above: the raw asyncpg pool of the hot paths (Database.driver()).
+    db_driver_pool_size: int = 10
 
     jwt_secret: str = DEV_JWT_SECRET
     jwt_issuer: str = "coopgig"

@@ -227,6 +227,13 @@ async def test_acceptance_checks_the_account_behind_the_token_and_says_why_it_re
     assert won.status_code == 200 and won.json()["worker_id"] == gone.member_id
     assert set(won.json()) == set(BookingPublic.model_fields) and won.json()["address"] is not None
     assert won.json()["payment"]["client_secret"] is None  # the client's only
+    # byte for byte what every other route shows the worker of this booking (booking_public)
+    from app.routers.bookings import booking_public
+    async with db.sessionmaker() as s:
+        held = await s.get(Booking, uuid.UUID(booking["id"]))
+    assert won.content == booking_public(held, role="worker", member_id=held.worker_member_id).model_dump_json().encode()
+    shown = (await client.get(f"/bookings/{booking['id']}", headers=gone.headers)).json()
+    assert {k: v for k, v in shown.items() if k != "events"} == {k: v for k, v in won.json().items() if k != "events"}
     await _set_user(db, demoted.id, role="worker")
     await refused(demoted, 409, "already_taken", still=("accepted", uuid.UUID(gone.member_id)))
     cancelled = (await client.post("/bookings", headers=market.client.headers,
