@@ -48,12 +48,18 @@ async def reconcile_unconfirmed_captures(app: FastAPI) -> int:
     done = 0
     for booking_id in ids:
         async with app.state.db.sessionmaker() as session:
-            booking = (await session.execute(select(Booking).where(Booking.id == booking_id)
-                                             .with_for_update(skip_locked=True))).scalar_one_or_none()
-            if booking is None or booking.payment_status != "capture_requested":
+            async def load(for_update: bool, booking_id=booking_id) -> Booking | None:
+                query = select(Booking).where(Booking.id == booking_id, Booking.payment_status == "capture_requested")
+                if for_update:  # another process (or the webhook) on it: leave it to them
+                    query = query.with_for_update(skip_locked=True)
+                return (await session.execute(query)).scalar_one_or_none()
+
+            pending = await load(False)
+            if pending is None:
                 continue
-            intent = await app.state.gateway.retrieve_intent(booking.payment_intent_id)
-            if intent is not None:
+            # Stripe is read with no row locked (payments.locked_with_intent).
+            booking, intent = await payments.locked_with_intent(session, app.state.gateway, pending, load)
+            if booking is not None and intent is not None:
                 await payments.reconcile(session, booking, intent, now)
                 await session.commit()
                 done += 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -391,11 +392,32 @@ async def sync_payment(session: AsyncSession, gateway: PaymentGateway, *, bookin
                        role: str, cooperative_id: uuid.UUID, now: datetime) -> Booking:
     """Re-read the booking's payment at the processor and apply it, without waiting for the webhook
     (the client's app calls this right after confirming the payment)."""
-    booking = await bookings.visible_booking(session, booking_id=booking_id, user_id=user_id, role=role,
-                                             cooperative_id=cooperative_id, member_id=None, for_update=True)
-    if booking.payment_intent_id and booking.payment_provider == gateway.provider:
-        intent = await gateway.retrieve_intent(booking.payment_intent_id)
-        if intent is not None:
-            await reconcile(session, booking, intent, now)
-            await session.commit()
+    async def load(for_update: bool) -> Booking:
+        return await bookings.visible_booking(session, booking_id=booking_id, user_id=user_id, role=role,
+                                              cooperative_id=cooperative_id, member_id=None, for_update=for_update)
+
+    booking = await load(False)
+    if not booking.payment_intent_id or booking.payment_provider != gateway.provider:
+        return booking
+    booking, intent = await locked_with_intent(session, gateway, booking, load)
+    if intent is not None:
+        await reconcile(session, booking, intent, now)
+        await session.commit()
     return booking
+
+
+async def locked_with_intent(session: AsyncSession, gateway: PaymentGateway, booking: Booking,
+                             load: Callable[[bool], Awaitable[Booking | None]],
+                             ) -> tuple[Booking | None, IntentState | None]:
+    """`booking` (just read by `load(False)`, unlocked) locked by `load(True)`, and its intent as the
+    processor has it now, read with no row locked and no transaction open: a slow or unreachable
+    processor never holds a booking's lock (which the webhook, the acceptance and the sweeper wait
+    for). As in the webhook (`_apply`), the intent is read again under the lock only if the booking
+    changed in between. `load(True)` may return None (gone, or locked elsewhere with SKIP LOCKED)."""
+    payment_intent_id, seen = booking.payment_intent_id, _version(booking)
+    await session.rollback()  # end the read's transaction before calling out
+    intent = await gateway.retrieve_intent(payment_intent_id)
+    locked = await load(True)
+    if locked is not None and _version(locked) != seen:
+        intent = await gateway.retrieve_intent(payment_intent_id)
+    return locked, intent

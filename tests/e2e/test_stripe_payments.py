@@ -300,3 +300,43 @@ async def test_a_capture_whose_webhook_never_came_is_reconciled_by_the_sweeper(c
     late = await deliver(client, "payment_intent.succeeded", {"id": done["payment"]["payment_intent_id"],
                                                               "object": "payment_intent"})
     assert late.json()["outcome"] == "captured (already posted)" and await ledger_transactions(db) == txs
+
+
+class _LockProbe:
+    """Wraps the gateway's intent read: while Stripe "answers", tries to lock the booking from
+    another connection (NOWAIT) and records whether it could."""
+
+    def __init__(self, db, gateway) -> None:
+        self.db, self.inner, self.free = db, gateway.retrieve_intent, []
+
+    async def __call__(self, payment_intent_id: str):
+        async with self.db.engine.connect() as other:
+            try:
+                await other.execute(select(Booking.id).where(Booking.payment_intent_id == payment_intent_id)
+                                    .with_for_update(nowait=True))
+                self.free.append(True)
+            except Exception:  # LockNotAvailable: the booking is locked during the call
+                self.free.append(False)
+            await other.rollback()
+        return await self.inner(payment_intent_id)
+
+
+@pytest.mark.postgres
+async def test_the_processor_is_read_with_no_booking_locked(client, db, stripe_settings, localstripe_url):
+    """A slow processor must not hold the booking's lock (webhooks, acceptances and the sweeper wait
+    on it): the client's sync and the sweeper read Stripe first, then lock and apply."""
+    from app import background
+
+    market = await make_market(client, db, stripe_settings, workers=1)
+    probe = client.app.state.gateway.retrieve_intent = _LockProbe(db, client.app.state.gateway)
+    booking = (await client.post("/bookings", json=booking_body(market), headers=market.client.headers)).json()
+    await confirm_payment_intent(localstripe_url, booking["payment"]["payment_intent_id"],
+                                 booking["payment"]["client_secret"])
+    synced = await client.post(f"/bookings/{booking['id']}/payment/sync", headers=market.client.headers)
+    assert synced.json()["status"] == "offered"  # applied
+    done = await completed_booking(client, market, localstripe_url)
+    client.app.state.clock.advance(timedelta(minutes=11))
+    assert await background.reconcile_unconfirmed_captures(client.app) == 1
+    after = (await client.get(f"/bookings/{done['id']}", headers=market.client.headers)).json()
+    assert after["payment"]["status"] == "captured"
+    assert probe.free and all(probe.free), probe.free
