@@ -92,14 +92,15 @@ class Principal:
 
 
 # Only the columns a request needs (never the password hash). Built once: every request runs it.
-_PRINCIPAL = (
-    select(User.id, User.email, User.display_name, User.role, User.cooperative_id, User.is_active,
-           Cooperative.slug, Member.id, Member.stage)
+PRINCIPAL_COLUMNS = (User.id, User.email, User.display_name, User.role, User.cooperative_id, User.is_active,
+                     Cooperative.slug, Member.id, Member.stage)
+PRINCIPAL = (
+    select(*PRINCIPAL_COLUMNS)
     .join(Cooperative, Cooperative.id == User.cooperative_id)
     .outerjoin(Member, Member.user_id == User.id)
     .where(User.id == bindparam("user_id"))
 )
-_PG_PRINCIPAL = PgStatement(_PRINCIPAL)
+_PG_PRINCIPAL = PgStatement(PRINCIPAL)
 
 
 async def get_claims(
@@ -136,11 +137,17 @@ async def load_principal(db: Database, claims: AccessClaims) -> Principal:
     values = {"user_id": claims.user_id}
     if db.settings.is_sqlite:
         async with db.autocommit.connect() as conn:
-            row = (await conn.execute(_PRINCIPAL, values)).first()
+            row = (await conn.execute(PRINCIPAL, values)).first()
     else:
         async with db.driver() as driver:
             row = await _PG_PRINCIPAL.fetchrow(driver, values)
-    if row is None:
+    return principal_of(row, claims)
+
+
+def principal_of(row, claims: AccessClaims) -> Principal:
+    """The caller from a row of PRINCIPAL_COLUMNS (None: no such account), or 401 if the account no
+    longer matches the token. (A hot route may read the row in its own statement.)"""
+    if row is None or row[0] is None:
         raise Unauthorized("The access token is invalid", code="invalid_token")
     user_id, email, display_name, role, cooperative_id, is_active, slug, member_id, stage = row
     # A token is only as good as the account behind it: deactivation or a role change takes effect now.

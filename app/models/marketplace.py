@@ -24,13 +24,16 @@ MAX_BOOKING_MINUTES = 12 * 60
 class SupplyVersion(SQLModel, table=True):
     """A counter per cooperative that PostgreSQL triggers bump in the same transaction as any change
     to what matching reads from members, their accounts, offerings and availability (migration
-    0008). The bump locks the cooperative's row until commit, so versions follow commit order: a
+    0008), and another for the bookings it reads (0010). The bump locks the cooperative's row until commit, so versions follow commit order: a
     process whose supply index was loaded at the version it reads now is up to date."""
 
     __tablename__ = "supply_version"
 
     cooperative_id: uuid.UUID = Field(foreign_key="cooperative.id", primary_key=True)
     version: int = Field(sa_type=BigInteger, nullable=False, default=0)
+    # Bumped when what matching reads of bookings changes (held bookings: migration 0010).
+    bookings_version: int = Field(sa_type=BigInteger, nullable=False, default=0,
+                                  sa_column_kwargs={"server_default": "0"})
 
 
 class Offering(SQLModel, table=True):

@@ -18,7 +18,8 @@ from typing import Any
 
 import asyncpg
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, or_, select, update
+from pydantic_core import to_json
+from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +31,8 @@ from app.domain.fees import Breakdown
 from app.domain.money import apply_bps
 from app.domain.periods import period_of
 from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
-from app.models import Booking, BookingEvent, BookingOffer, Cooperative, FeeScheduleVersion, Member, Service, User
+from app.models import (Booking, BookingEvent, BookingOffer, Cooperative, FeeScheduleVersion, Member, Service,
+                        SupplyVersion, User)
 from app.models.coop_settings import CooperativeSettings, settings_of
 from app.models.marketplace import HOLDING_STATUSES
 from app.payments.port import AuthorizeRequest, PaymentGateway
@@ -130,24 +132,82 @@ async def search_context(session: AsyncSession, *, service_id: uuid.UUID, cooper
         row = await _PG_SEARCH_CONTEXT.fetchrow(await driver_of(session), values)
     else:
         row = (await session.execute(_SEARCH_CONTEXT, values)).first()
-    if row is None:
+    return _search_context_of(row)
+
+
+def _search_context_of(row) -> SearchContext:
+    if row is None or row[0] is None:
         raise Invalid("No such service in your cooperative", code="unknown_service")
     found_service, vat, coop_id, currency, coop_settings_json = row[:5]
     fee = row[5:]
+    raw_settings, coop_settings = _settings_of(coop_settings_json)
     return SearchContext(SimpleNamespace(id=found_service, vat_rate_bps=vat),
-                         SimpleNamespace(id=coop_id, currency=currency, settings=coop_settings_json),
-                         settings_of(coop_settings_json),
+                         SimpleNamespace(id=coop_id, currency=currency, settings=raw_settings), coop_settings,
                          None if fee[0] is None else SimpleNamespace(**dict(zip(_FEE_COLUMNS, fee, strict=True))))
+
+
+def _settings_of(raw: dict | None) -> tuple[dict | None, CooperativeSettings]:
+    """A cooperative's settings, validated once per distinct document (a search reads them every
+    time; they change when the members vote)."""
+    key = None if raw is None else to_json(raw)
+    found = _SETTINGS.get(key)
+    if found is None:
+        if len(_SETTINGS) >= 1_000:
+            _SETTINGS.clear()
+        found = _SETTINGS[key] = (raw, settings_of(raw))
+    return found
+
+
+_SETTINGS: dict[bytes | None, tuple[dict | None, CooperativeSettings]] = {}
+
+
+@dataclass(frozen=True)
+class MatchesContext:
+    """What GET /matches reads in its one statement: the caller's account row (deps.principal_of
+    checks it), the search context, and the cooperative's supply counters (supply.SupplyIndex)."""
+
+    caller: Any
+    context: SearchContext | None  # None: the service is not the cooperative's
+    supply_versions: tuple[int, int]
+
+
+def caller_and_search_context(principal) -> PgStatement:
+    """PostgreSQL: `principal` (a one-row select of the caller by `user_id`), the search context and
+    the cooperative's supply counters in ONE statement (outside any transaction: one snapshot).
+    No row when the account does not exist."""
+    caller = principal.subquery("caller")
+    context = _search_context_statement().subquery("context")
+    counters = SupplyVersion.__table__
+    return PgStatement(
+        select(*caller.c, *context.c, func.coalesce(counters.c.version, 0),
+               func.coalesce(counters.c.bookings_version, 0))
+        .select_from(caller.outerjoin(context, true())
+                     .outerjoin(counters, counters.c.cooperative_id == bindparam("p_cooperative"))))
+
+
+async def matches_context(db, statement: PgStatement, *, user_id: uuid.UUID, service_id: uuid.UUID,
+                          cooperative_id: uuid.UUID, at: datetime) -> MatchesContext | None:
+    async with db.driver() as driver:
+        row = await statement.fetchrow(driver, {"user_id": user_id, "p_service": service_id,
+                                                "p_cooperative": cooperative_id, "p_at": at})
+    if row is None:
+        return None
+    width = len(row) - len(_FEE_COLUMNS) - 7  # the caller's columns
+    context = row[width:-2]
+    return MatchesContext(row[:width], None if context[0] is None else _search_context_of(context),
+                          (row[-2], row[-1]))
 
 
 async def priced_matches(session: AsyncSession, rate_cards, *, cooperative_id: uuid.UUID, service: Service,
                          starts_at: datetime, duration_minutes: int, lat: float, lon: float, now: datetime,
                          only_member: uuid.UUID | None = None, exclude: set[uuid.UUID] | None = None,
                          max_price_cents: int | None = None, limit: int | None = None,
-                         context: SearchContext | None = None) -> list[PricedCandidate]:
+                         context: SearchContext | None = None,
+                         snapshot: matching.Snapshot | None = None) -> list[PricedCandidate]:
     """Eligible workers, best first, each with the price of the slot and its breakdown: the first
     `limit` whose price (VAT included) is at most `max_price_cents`. `context`, when the caller
-    read it (search_context, at `now`), saves reading the cooperative and the schedule again."""
+    read it (search_context, at `now`), saves reading the cooperative and the schedule again;
+    `snapshot` (the supply counters read with it) lets the search run from memory."""
     if context is None:
         coop, coop_settings = await _cooperative(session, cooperative_id)
     else:
@@ -155,7 +215,7 @@ async def priced_matches(session: AsyncSession, rate_cards, *, cooperative_id: u
     ends_at = starts_at + timedelta(minutes=duration_minutes)
     found = await matching.ranked(session, coop_settings=coop_settings, cooperative_id=cooperative_id,
                                   service_id=service.id, starts_at=starts_at, ends_at=ends_at, lat=lat, lon=lon,
-                                  only_member=only_member, exclude=exclude)
+                                  only_member=only_member, exclude=exclude, snapshot=snapshot)
     if not found:
         return []
     ctx = await quotes.context(session, rate_cards, cooperative=coop, coop_settings=coop_settings, at=now,

@@ -7,7 +7,9 @@ service radius (bounding box in SQL, exact great-circle distance in Python).
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Float, and_, bindparam, exists, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -75,16 +77,33 @@ def _candidate_search(dialect: str):
 _SEARCH = {"postgresql": _candidate_search("postgresql"), "sqlite": _candidate_search("sqlite")}
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What a search read outside any transaction, in its caller's own statement (GET /matches):
+    the cooperative's supply counters, so the search can run from memory (SupplyIndex.search)."""
+
+    db: Any  # app.db.Database
+    versions: tuple[int, int]
+    now: datetime
+
+
 async def pool(session: AsyncSession, *, cooperative_id: uuid.UUID, service_id: uuid.UUID,
                starts_at: datetime, ends_at: datetime, lat: float, lon: float,
-               only_member: uuid.UUID | None = None, exclude: set[uuid.UUID] | None = None) -> matching.Pool:
+               only_member: uuid.UUID | None = None, exclude: set[uuid.UUID] | None = None,
+               snapshot: Snapshot | None = None) -> matching.Pool:
     """Eligible members for the slot, with what ranking needs (booked minutes of the slot's month).
-    PostgreSQL: from the supply index (app/services/supply.py); SQLite: one SQL search."""
+    PostgreSQL: from the supply index (app/services/supply.py), from memory alone given a
+    `snapshot`; SQLite: one SQL search."""
     search = dict(cooperative_id=cooperative_id, service_id=service_id, starts_at=starts_at, ends_at=ends_at,
-                  lat=lat, lon=lon, only_member=only_member, exclude=exclude)
+                  lat=lat, lon=lon)
     if session.get_bind().dialect.name == "postgresql":
-        return await supply.index_for(str(session.bind.url)).pool(await driver_of(session), **search)
-    return matching.Pool.of(await sql_candidates(session, **search))
+        index = supply.index_for(str(session.bind.url))
+        if snapshot is not None and only_member is None and not exclude:
+            found = await index.search(snapshot.db, versions=snapshot.versions, now=snapshot.now, **search)
+            if found is not None:
+                return found
+        return await index.pool(await driver_of(session), only_member=only_member, exclude=exclude, **search)
+    return matching.Pool.of(await sql_candidates(session, only_member=only_member, exclude=exclude, **search))
 
 
 async def candidates(session: AsyncSession, **search) -> list[matching.Candidate]:

@@ -8,7 +8,7 @@ duration or a cancellation fee is split with exactly the same rules later.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -44,9 +44,15 @@ class QuoteContext:
     rate_card: fees.RateCard
     currency: str
     default_expected_gross_cents: int
+    # The rate card read once per salary level for this request's quotes (most use the default).
+    _rates: dict[int, fees.SalaryRates] = field(default_factory=dict, compare=False, repr=False)
 
     def rates(self, expected_monthly_gross_cents: int | None) -> fees.SalaryRates:
-        return self.rate_card.rates_at(expected_monthly_gross_cents or self.default_expected_gross_cents)
+        gross = expected_monthly_gross_cents or self.default_expected_gross_cents
+        found = self._rates.get(gross)
+        if found is None:
+            found = self._rates[gross] = self.rate_card.rates_at(gross)
+        return found
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class Quote:
     price_excl_vat_cents: int
     breakdown: fees.Breakdown
     terms: dict[str, Any]
+    # `breakdown.to_dict()`, made once: for answers that only serialize it (GET /matches).
+    public_breakdown: dict[str, Any] = field(compare=False, repr=False)
 
 
 async def context(session: AsyncSession, rate_cards, *, cooperative: Cooperative, coop_settings: CooperativeSettings,
@@ -69,8 +77,32 @@ async def context(session: AsyncSession, rate_cards, *, cooperative: Cooperative
 
 def quote(ctx: QuoteContext, *, hourly_rate_cents: int, minutes: int, vat_rate_bps: int,
           expected_monthly_gross_cents: int | None = None, yearly_turnover_before_cents: int = 0) -> Quote:
-    excl = price_excl_vat(hourly_rate_cents, minutes)
+    """The quote of a member's time. A pure function of its key (the schedule, the salary rates, the
+    rate, the time, the VAT and the turnover before it), so it is memoised per process: a search
+    prices twenty members whose rates, mostly whole euros, repeat from one search to the next. The
+    Quote returned may be shared: never mutate it (or its `terms`); `Breakdown.to_dict()` gives a
+    fresh dict."""
     rates = ctx.rates(expected_monthly_gross_cents)
+    # (The rates as text: Decimal("0.7") == Decimal("0.70"), but the terms frozen with a booking
+    # write them out.)
+    key = (ctx.schedule_id, ctx.schedule, str(rates.gross_per_cost), str(rates.net_per_gross), ctx.rate_card.period,
+           ctx.currency, hourly_rate_cents, minutes, vat_rate_bps, yearly_turnover_before_cents)
+    found = _QUOTES.get(key)
+    if found is None:
+        if len(_QUOTES) >= _QUOTES_MAX:
+            _QUOTES.clear()  # crude but bounded; a full cache refills in a few searches
+        found = _QUOTES[key] = _quote(ctx, rates, hourly_rate_cents=hourly_rate_cents, minutes=minutes,
+                                      vat_rate_bps=vat_rate_bps, yearly_turnover_before_cents=yearly_turnover_before_cents)
+    return found
+
+
+_QUOTES: dict[tuple, Quote] = {}
+_QUOTES_MAX = 20_000
+
+
+def _quote(ctx: QuoteContext, rates: fees.SalaryRates, *, hourly_rate_cents: int, minutes: int, vat_rate_bps: int,
+           yearly_turnover_before_cents: int) -> Quote:
+    excl = price_excl_vat(hourly_rate_cents, minutes)
     breakdown = fees.quote_breakdown(price_excl_vat_cents=excl, vat_rate_bps=vat_rate_bps, schedule=ctx.schedule,
                                      rates=rates, currency=ctx.currency,
                                      yearly_turnover_before_cents=yearly_turnover_before_cents)
@@ -91,7 +123,7 @@ def quote(ctx: QuoteContext, *, hourly_rate_cents: int, minutes: int, vat_rate_b
         "yearly_turnover_before_cents": yearly_turnover_before_cents,
         "currency": ctx.currency,
     }
-    return Quote(excl, breakdown, terms)
+    return Quote(excl, breakdown, terms, breakdown.to_dict())
 
 
 def schedule_from_terms(terms: dict[str, Any]) -> fees.FeeSchedule:

@@ -10,10 +10,20 @@ so each process keeps, per cooperative, the half of it that changes rarely:
   that counter in the same transaction as any change to those rows (migration 0008), holding its
   row lock until commit, so versions follow commit order: an index loaded at the version a search
   reads is exactly what the database holds now;
-- **dynamic half** (bookings held over the slot, minutes booked in the slot's month), read on every
-  search for the members the static filters let through, in the same round trip as the version,
-  from one range of the cooperative's bookings by start time (it relies on bookings spanning at most
-  12 hours, which PostgreSQL checks).
+- **held bookings** (worker, start, end, minutes of every booking in a holding state from a horizon
+  on: the start of the month before the index was loaded), under a second counter,
+  `bookings_version`, which triggers bump only when a booking enters or leaves the holding states
+  or a held one changes worker or time (migration 0010), not on a start, a completion or a capture.
+
+`GET /matches` (`SupplyIndex.search`) reads both counters in the same statement as the caller and
+the search context, reloads a half only if it is behind, and then needs no other round trip: slots
+held over the slot and minutes booked in its month are computed on the arrays. A search whose
+month or slot reaches before the horizon, and every search made inside a caller's transaction
+(`SupplyIndex.pool`: creating a booking, passing it on), read the bookings of the candidates
+instead, in the same round trip as the version, from one range of the cooperative's bookings by
+start time (it relies on bookings spanning at most 12 hours, which PostgreSQL checks). Only loads
+made outside any transaction (on `Database.driver()`) are kept for the held bookings: a load inside
+a transaction could see a change that is later rolled back.
 
 The filters are the SQL search's (app/services/matching.py), including its bounding-box prefilter
 on each member's radius; the exact distance and the ranking stay in app/domain/matching.py. A test
@@ -72,6 +82,22 @@ FROM (SELECT worker_member_id,
       GROUP BY worker_member_id) AS b
 """
 
+# The held bookings from a horizon ($2) on, and their counter, in one snapshot (an index-only scan
+# of ix_booking_cooperative_id_starts_at); times as µs since the epoch.
+_LOAD_HELD = f"""
+SELECT COALESCE((SELECT bookings_version FROM supply_version WHERE cooperative_id = $1), 0) AS version,
+       array_agg(worker_member_id) AS members,
+       array_agg((extract(epoch FROM starts_at) * 1000000)::bigint) AS starts,
+       array_agg((extract(epoch FROM ends_at) * 1000000)::bigint) AS ends,
+       array_agg(duration_minutes) AS minutes
+FROM booking
+WHERE cooperative_id = $1 AND status IN ({_HOLDING}) AND starts_at >= $2
+"""
+
+# Both counters of a cooperative (a search that was not given them by its caller's statement).
+VERSIONS = ("SELECT COALESCE(max(version), 0), COALESCE(max(bookings_version), 0) FROM supply_version "
+            "WHERE cooperative_id = $1")
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -127,12 +153,107 @@ class CooperativeSupply:
         )
 
 
+@dataclass(frozen=True)
+class HeldBookings:
+    """One cooperative's held bookings from `horizon` on, as arrays (position i = booking i)."""
+
+    version: int
+    horizon: datetime
+    members: tuple[uuid.UUID, ...]
+    start_us: np.ndarray
+    end_us: np.ndarray
+    minutes: np.ndarray
+
+    @classmethod
+    def from_row(cls, row, horizon: datetime) -> HeldBookings:
+        return cls(row["version"], horizon, tuple(row["members"] or ()),
+                   np.array(row["starts"] or (), dtype=np.int64), np.array(row["ends"] or (), dtype=np.int64),
+                   np.array(row["minutes"] or (), dtype=np.int64))
+
+
+def held_horizon(now: datetime) -> datetime:
+    """Where a load of held bookings starts: the first day of the month before `now`'s (UTC), so that
+    any search of this month or later, whatever the client's UTC offset (a month starts up to 14 h
+    earlier than in UTC) and however long a booking before the slot (12 h), finds all it needs."""
+    this_month, _ = month_bounds(now.astimezone(UTC))
+    return month_bounds(this_month - timedelta(days=1))[0]
+
+
 class SupplyIndex:
-    """The static halves of one process, by cooperative (one per Database)."""
+    """The static halves and held bookings of one process, by cooperative (one per Database)."""
 
     def __init__(self) -> None:
         self._by_cooperative: dict[uuid.UUID, CooperativeSupply] = {}
+        self._held: dict[uuid.UUID, HeldBookings] = {}
+        # Held bookings' member positions in the static half they were mapped on.
+        self._mapped: dict[uuid.UUID, tuple[CooperativeSupply, HeldBookings, np.ndarray]] = {}
         self.loads = 0  # how many times a cooperative was (re)loaded: for tests and the benchmark
+        self.held_loads = 0  # the same, for held bookings
+
+    async def search(self, db, *, cooperative_id: uuid.UUID, service_id: uuid.UUID, starts_at: datetime,
+                     ends_at: datetime, lat: float, lon: float, now: datetime,
+                     versions: tuple[int, int] | None = None) -> matching.Pool | None:
+        """The same candidates as matching's SQL search, from memory only, at least as fresh as
+        `versions` (the cooperative's two counters, read by the caller in its own statement, outside
+        any transaction; read here if not given). A half behind them is reloaded on
+        `db.driver()`. None if the slot's month or the slot itself reaches before the held
+        bookings' horizon: the caller then searches with `pool`."""
+        if versions is None:
+            async with db.driver() as driver:
+                versions = tuple(await driver.fetchrow(VERSIONS, cooperative_id))
+        static_version, held_version = versions
+        supply = self._by_cooperative.get(cooperative_id)
+        held = self._held.get(cooperative_id)
+        if supply is None or supply.version < static_version or held is None or held.version < held_version:
+            async with db.driver() as driver:
+                if supply is None or supply.version < static_version:
+                    supply = await self._load(driver, cooperative_id)
+                if held is None or held.version < held_version:
+                    held = await self._load_held(driver, cooperative_id, now)
+        month_start, month_end = month_bounds(starts_at)
+        if min(month_start, starts_at - timedelta(minutes=MAX_BOOKING_MINUTES)) < held.horizon:
+            return None
+        at, rates = self._static(supply, service_id=service_id, starts_at=starts_at, ends_at=ends_at, lat=lat,
+                                 lon=lon, only_member=None, exclude=None)
+        position = self._positions(cooperative_id, supply, held)
+        known = position >= 0
+        in_month = known & (held.start_us >= _micros(month_start)) & (held.start_us < _micros(month_end))
+        booked = np.bincount(position[in_month], weights=held.minutes[in_month],
+                             minlength=len(supply.member_uuids)).astype(np.int64)
+        over_slot = known & (held.start_us < _micros(ends_at)) & (held.end_us > _micros(starts_at))
+        busy = np.zeros(len(supply.member_uuids), dtype=bool)
+        busy[position[over_slot]] = True
+        keep = ~busy[at]
+        return self._as_pool(supply, at[keep], rates[keep], booked[at[keep]])
+
+    def _positions(self, cooperative_id: uuid.UUID, supply: CooperativeSupply, held: HeldBookings) -> np.ndarray:
+        """Each held booking's member position in `supply` (-1: not a member matching can offer)."""
+        mapped = self._mapped.get(cooperative_id)
+        if mapped is not None and mapped[0] is supply and mapped[1] is held:
+            return mapped[2]
+        positions = supply.positions
+        found = np.fromiter((positions.get(m, -1) for m in held.members), dtype=np.int64, count=len(held.members))
+        self._mapped[cooperative_id] = (supply, held, found)
+        return found
+
+    async def _load_held(self, driver, cooperative_id: uuid.UUID, now: datetime) -> HeldBookings:
+        horizon = held_horizon(now)
+        held = HeldBookings.from_row(await driver.fetchrow(_LOAD_HELD, cooperative_id, horizon), horizon)
+        self.held_loads += 1
+        current = self._held.get(cooperative_id)
+        if current is None or current.version <= held.version:
+            self._held[cooperative_id] = held
+        return held
+
+    @staticmethod
+    def _as_pool(supply: CooperativeSupply, members: np.ndarray, rates: np.ndarray,
+                 booked: np.ndarray) -> matching.Pool:
+        listed = members.tolist()
+        return matching.Pool(
+            supply.member_id_array[members], [supply.display_names[i] for i in listed],
+            supply.lat[members], supply.lon[members], supply.radius_km[members], rates,
+            supply.rating_sum[members], supply.rating_count[members], booked,
+            [supply.expected_gross[i] for i in listed])
 
     async def pool(self, driver, *, cooperative_id: uuid.UUID, service_id: uuid.UUID, starts_at: datetime,
                    ends_at: datetime, lat: float, lon: float, only_member: uuid.UUID | None = None,
@@ -166,12 +287,7 @@ class SupplyIndex:
             k = where[positions[member_id]]
             booked[k] = minutes
             keep[k] = not busy
-        members = at[keep]
-        return matching.Pool(
-            supply.member_id_array[members], [supply.display_names[i] for i in members.tolist()],
-            supply.lat[members], supply.lon[members], supply.radius_km[members], rates[keep],
-            supply.rating_sum[members], supply.rating_count[members], booked[keep],
-            [supply.expected_gross[i] for i in members.tolist()])
+        return self._as_pool(supply, at[keep], rates[keep], booked[keep])
 
     async def _load(self, driver, cooperative_id: uuid.UUID) -> CooperativeSupply:
         supply = CooperativeSupply.from_row(await driver.fetchrow(_LOAD, cooperative_id))

@@ -4,16 +4,22 @@ bookings in the very next search (no stale worker is ever offered work)."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import update
 
 from app.models import Member, User
 from app.services import matching, supply, tenancy
-from tests.market import LYON, add_worker, booking_body, make_market, next_day_at, place_worker
+from tests.market import LYON, Clock, add_worker, booking_body, make_market, next_day_at, place_worker
 
 pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def clock(app):
+    app.state.clock = Clock()
+    return app.state.clock
 
 
 @pytest.fixture
@@ -140,6 +146,140 @@ async def test_an_uncommitted_change_is_not_seen_and_a_committed_one_is(client, 
         await s.flush()
         # the change holds the cooperative's version row until it commits; a search meanwhile
         # sees the committed state, and is not blocked by it
+        assert watched.member_id in await _ids(client, market)
+        await s.commit()
+    assert watched.member_id not in await _ids(client, market)
+
+
+# ---- held bookings in memory (GET /matches: SupplyIndex.search) ----------------------------------
+
+
+async def _hold(db, market, member_id: str, start, minutes: int, status: str = "accepted") -> uuid.UUID:
+    """A booking of `member_id` in `status`, inserted as the booking flow leaves it."""
+    from app.models import Booking
+    from app.services import fee_schedules
+
+    async with db.sessionmaker() as s:
+        coop = await tenancy.cooperative_by_slug(s, market.slug)
+        schedule = await fee_schedules.in_force(s, cooperative_id=coop.id, at=datetime.now(UTC))
+        booking = Booking(
+            cooperative_id=coop.id, client_user_id=uuid.UUID(market.client.id), service_id=uuid.UUID(market.service_id),
+            worker_member_id=uuid.UUID(member_id), status=status, starts_at=start,
+            ends_at=start + timedelta(minutes=minutes), duration_minutes=minutes, lat=LYON[0], lon=LYON[1],
+            address="1 place Bellecour, Lyon", currency="EUR", vat_rate_bps=2000, hourly_rate_cents=3000,
+            price_cents=0, authorized_cents=0, price_excl_vat_cents=0, breakdown={}, fee_schedule_id=schedule.id,
+            quote_terms={}, payment_provider="demo", payment_status="authorized")
+        s.add(booking)
+        await s.commit()
+        return booking.id
+
+
+def _by_member(candidates) -> list:
+    return sorted(candidates, key=lambda c: c.member_id)
+
+
+async def test_held_bookings_in_memory_give_exactly_the_sql_search(client, db, settings, index):
+    market = await make_market(client, db, settings, workers=5)
+    w = market.workers
+    day = next_day_at(0)
+    await _hold(db, market, w[0].member_id, day.replace(hour=10), 120)                    # over 10-12
+    await _hold(db, market, w[1].member_id, day.replace(hour=8), 150, "in_progress")      # ends 10:30
+    await _hold(db, market, w[2].member_id, day.replace(hour=12), 60, "completed")        # starts when 11-12 ends
+    await _hold(db, market, w[3].member_id, day.replace(hour=10), 240, "cancelled")       # not held
+    await _hold(db, market, w[3].member_id, day.replace(hour=10), 240, "offered")         # not held
+    await _hold(db, market, w[4].member_id, day - timedelta(hours=20), 720, "completed")  # the day before, 12 h
+    first_of_month = day.replace(day=1, hour=0)
+    await _hold(db, market, w[4].member_id, first_of_month, 60, "completed")               # earlier this month
+    next_month = (first_of_month + timedelta(days=32)).replace(day=1)
+    await _hold(db, market, w[0].member_id, next_month, 300, "accepted")                   # next month
+    async with db.sessionmaker() as s:
+        coop_id = (await tenancy.cooperative_by_slug(s, market.slug)).id
+    compared = 0
+    async with db.sessionmaker() as s:
+        for start, minutes in [(day.replace(hour=10), 60), (day.replace(hour=11), 60), (day.replace(hour=9), 90),
+                               (day.replace(hour=13), 120), (day.replace(hour=0), 480), (next_month, 60),
+                               (next_month + timedelta(hours=5), 60)]:
+            for lat, lon in [LYON, (LYON[0] + 0.3, LYON[1])]:
+                search = dict(cooperative_id=coop_id, service_id=uuid.UUID(market.service_id), starts_at=start,
+                              ends_at=start + timedelta(minutes=minutes), lat=lat, lon=lon)
+                found = await index.search(db, now=next_day_at(0, 0), **search)
+                assert found is not None  # answered from memory
+                from_sql = await matching.sql_candidates(s, **search)
+                assert _by_member(found.candidate(i) for i in range(len(found))) == _by_member(from_sql)
+                compared += len(from_sql)
+    assert compared >= 20
+    # the minutes of the slot's month are those of held bookings only, by the slot's month
+    async with db.sessionmaker() as s:
+        at_14 = day.replace(hour=14)
+        found = await index.search(db, now=next_day_at(0, 0), cooperative_id=coop_id,
+                                   service_id=uuid.UUID(market.service_id), starts_at=at_14,
+                                   ends_at=at_14 + timedelta(hours=1), lat=LYON[0], lon=LYON[1])
+    booked = {found.candidate(i).member_id: found.candidate(i).booked_minutes_this_month for i in range(len(found))}
+    same_month = (day - timedelta(hours=20)).month == day.month
+    assert booked[w[0].member_id] == 120 and booked[w[1].member_id] == 150 and booked[w[3].member_id] == 0
+    assert booked[w[4].member_id] == 60 + (720 if same_month else 0)
+
+
+async def test_a_slot_before_the_horizon_is_searched_in_sql(client, db, settings, index):
+    market = await make_market(client, db, settings, workers=2)
+    async with db.sessionmaker() as s:
+        coop_id = (await tenancy.cooperative_by_slug(s, market.slug)).id
+    long_ago = next_day_at(10) - timedelta(days=100)
+    search = dict(cooperative_id=coop_id, service_id=uuid.UUID(market.service_id), starts_at=long_ago,
+                  ends_at=long_ago + timedelta(hours=1), lat=LYON[0], lon=LYON[1])
+    assert await index.search(db, now=next_day_at(0, 0), **search) is None
+    # the route still answers, as the SQL search does (nobody is available then: no window)
+    resp = await client.get("/matches", headers=market.client.headers, params={
+        **_params(market), "starts_at": long_ago.isoformat()})
+    assert resp.status_code == 200 and resp.json() == []
+
+
+async def test_only_what_matching_sees_of_bookings_reloads_them(client, db, settings, index, clock):
+    market = await make_market(client, db, settings, workers=2)
+    watched = market.workers[1]
+    assert watched.member_id in await _ids(client, market)
+    loads, held_loads = index.loads, index.held_loads
+    booked = (await client.post("/bookings", headers=market.client.headers,
+                                json=booking_body(market, worker_id=watched.member_id, minutes=120))).json()
+    assert index.held_loads == held_loads  # offered: not held yet
+    assert watched.member_id in await _ids(client, market)
+    assert (await client.post(f"/bookings/{booked['id']}/accept", headers=watched.headers)).status_code == 200
+    assert watched.member_id not in await _ids(client, market)  # held over the slot, at once
+    assert index.held_loads == held_loads + 1 and index.loads == loads  # the static half did not reload
+    resp = await client.get("/matches", headers=market.client.headers, params=_params(market, hour=14))
+    mine = next(m for m in resp.json() if m["worker_id"] == watched.member_id)
+    assert mine["why"]["booked_hours_this_month"] == 2.0
+    # starting and completing the work change nothing matching reads: nothing reloads
+    clock.advance(next_day_at(10) + timedelta(minutes=5) - clock())
+    assert (await client.post(f"/bookings/{booked['id']}/start", headers=watched.headers)).status_code == 200
+    assert (await client.post(f"/bookings/{booked['id']}/complete", headers=watched.headers,
+                              json={"actual_minutes": 120})).status_code == 200
+    assert watched.member_id not in await _ids(client, market)
+    assert index.held_loads == held_loads + 1
+    # a worker giving a booking back frees the slot at once
+    other = (await client.post("/bookings", headers=market.client.headers,
+                               json=booking_body(market, worker_id=watched.member_id, minutes=60,
+                                                 starts_at=next_day_at(16)))).json()
+    assert (await client.post(f"/bookings/{other['id']}/accept", headers=watched.headers)).status_code == 200
+    assert watched.member_id not in await _ids(client, market, hour=16, minutes=60)
+    cancelled = await client.post(f"/bookings/{other['id']}/cancel", headers=watched.headers,
+                                  json={"reason": "I am ill"})
+    assert cancelled.status_code == 200, cancelled.text
+    assert watched.member_id in await _ids(client, market, hour=16, minutes=60)
+
+
+async def test_an_uncommitted_acceptance_is_not_seen_and_does_not_block_a_search(client, db, settings, index):
+    from app.models import Booking
+
+    market = await make_market(client, db, settings, workers=2)
+    watched = market.workers[0]
+    booked = (await client.post("/bookings", headers=market.client.headers,
+                                json=booking_body(market, worker_id=watched.member_id, minutes=120))).json()
+    assert watched.member_id in await _ids(client, market)
+    async with db.sessionmaker() as s:
+        await s.execute(update(Booking).where(Booking.id == uuid.UUID(booked["id"])).values(
+            status="accepted", worker_member_id=uuid.UUID(watched.member_id)))
+        await s.flush()  # the bump holds the cooperative's counter row until commit
         assert watched.member_id in await _ids(client, market)
         await s.commit()
     assert watched.member_id not in await _ids(client, market)
