@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Offer expiry and payment retries (app/background.py), in every API process; 0 turns it off.
     background_interval_seconds: float = Field(default=30.0, ge=0)
+    # Quotes kept per process (app/services/quotes.py: a pure function, memoised); 0 turns it off.
+    quote_memo_size: int = Field(default=20_000, ge=0)
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -17,6 +17,7 @@ from app.payouts.rate_card import RateCardCache
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
+from app.services import quotes
 from app.routers import accounts, audit, auth, bookings, catalog, cooperatives, members, offerings, ops, payments, reviews
 
 API_PREFIX = "/api/v1"
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.clock = utcnow
     app.state.gateway = make_gateway(settings)
     app.state.rate_cards = RateCardCache()
+    quotes.set_memo_size(settings.quote_memo_size)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(ops.router)

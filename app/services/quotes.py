@@ -89,15 +89,24 @@ def quote(ctx: QuoteContext, *, hourly_rate_cents: int, minutes: int, vat_rate_b
            ctx.currency, hourly_rate_cents, minutes, vat_rate_bps, yearly_turnover_before_cents)
     found = _QUOTES.get(key)
     if found is None:
-        if len(_QUOTES) >= _QUOTES_MAX:
-            _QUOTES.clear()  # crude but bounded; a full cache refills in a few searches
-        found = _QUOTES[key] = _quote(ctx, rates, hourly_rate_cents=hourly_rate_cents, minutes=minutes,
-                                      vat_rate_bps=vat_rate_bps, yearly_turnover_before_cents=yearly_turnover_before_cents)
+        found = _quote(ctx, rates, hourly_rate_cents=hourly_rate_cents, minutes=minutes, vat_rate_bps=vat_rate_bps,
+                       yearly_turnover_before_cents=yearly_turnover_before_cents)
+        if _QUOTES_MAX:
+            if len(_QUOTES) >= _QUOTES_MAX:
+                _QUOTES.clear()  # crude but bounded; a full memo refills in a few searches
+            _QUOTES[key] = found
     return found
 
 
 _QUOTES: dict[tuple, Quote] = {}
 _QUOTES_MAX = 20_000
+
+
+def set_memo_size(size: int) -> None:
+    """QUOTE_MEMO_SIZE: how many quotes a process keeps (0: none, every quote computed)."""
+    global _QUOTES_MAX
+    _QUOTES_MAX = size
+    _QUOTES.clear()
 
 
 def _quote(ctx: QuoteContext, rates: fees.SalaryRates, *, hourly_rate_cents: int, minutes: int, vat_rate_bps: int,

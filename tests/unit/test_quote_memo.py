@@ -82,3 +82,13 @@ def test_the_memo_stays_bounded(monkeypatch):
     for rate in range(3000, 3025):
         quotes.quote(_ctx(), hourly_rate_cents=rate, minutes=60, vat_rate_bps=2000)
     assert len(quotes._QUOTES) <= 10
+
+
+def test_a_memo_size_of_zero_computes_every_quote():
+    quotes.set_memo_size(0)
+    try:
+        first = quotes.quote(_ctx(), hourly_rate_cents=5000, minutes=180, vat_rate_bps=2000)
+        again = quotes.quote(_ctx(), hourly_rate_cents=5000, minutes=180, vat_rate_bps=2000)
+        assert again is not first and again == first and not quotes._QUOTES
+    finally:
+        quotes.set_memo_size(20_000)
