@@ -14,9 +14,9 @@ from fastapi import FastAPI
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from app.models import Booking
+from app.models import Booking, HeldBookingChange
 from app.services import bookings, payments
 
 # A capture Stripe has not confirmed by webhook after this long is looked up at Stripe directly
@@ -33,6 +33,7 @@ async def sweep_once(app: FastAPI) -> None:
     async with app.state.db.sessionmaker() as session:
         retried = await bookings.retry_pending_payments(session, app.state.gateway, now=now)
     reconciled = await reconcile_unconfirmed_captures(app)
+    await prune_held_booking_changes(app, now)
     if expired or retried or reconciled:
         log.info("background sweep", extra={"bookings_expired_or_rematched": expired, "payments_retried": retried,
                                             "captures_reconciled": reconciled})
@@ -64,6 +65,20 @@ async def reconcile_unconfirmed_captures(app: FastAPI) -> int:
                 await session.commit()
                 done += 1
     return done
+
+
+# held_booking_change rows are needed only by processes whose held bookings are older than they are,
+# and those reload every supply.HELD_TTL_SECONDS (10 minutes): a day is far beyond it, and beyond any
+# transaction that changes a booking.
+HELD_CHANGES_KEPT = timedelta(days=1)
+
+
+async def prune_held_booking_changes(app: FastAPI, now) -> int:
+    async with app.state.db.sessionmaker() as session:
+        deleted = (await session.execute(delete(HeldBookingChange).where(
+            HeldBookingChange.at < now - HELD_CHANGES_KEPT))).rowcount
+        await session.commit()
+    return deleted
 
 
 async def run_periodically(app: FastAPI, interval_seconds: float) -> None:

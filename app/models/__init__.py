@@ -7,6 +7,7 @@ from app.models.marketplace import (
     Booking,
     BookingEvent,
     BookingOffer,
+    HeldBookingChange,
     Offering,
     SupplyVersion,
     Review,
@@ -32,7 +33,7 @@ from app.models.tenancy import (
 )
 
 __all__ = [
-    "SQLModel", "IdempotencyKey", "Refund", "StripeEvent", "Appeal", "AvailabilityWindow", "Booking", "BookingEvent", "BookingOffer", "Offering", "SupplyVersion", "Review", "Suspension", "FeeScheduleVersion", "LedgerAccount", "LedgerEntry", "LedgerTransaction", "AuditEvent", "Cooperative", "CooperativePublic", "Member", "RefreshRequest", "RefreshToken",
+    "SQLModel", "IdempotencyKey", "Refund", "StripeEvent", "Appeal", "AvailabilityWindow", "Booking", "BookingEvent", "BookingOffer", "Offering", "SupplyVersion", "HeldBookingChange", "Review", "Suspension", "FeeScheduleVersion", "LedgerAccount", "LedgerEntry", "LedgerTransaction", "AuditEvent", "Cooperative", "CooperativePublic", "Member", "RefreshRequest", "RefreshToken",
     "Service", "ServiceCreate", "ServicePublic", "TokenPair", "User", "UserProfilePublic", "UserPublic",
     "UserRegister",
 ]

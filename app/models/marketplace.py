@@ -24,16 +24,27 @@ MAX_BOOKING_MINUTES = 12 * 60
 class SupplyVersion(SQLModel, table=True):
     """A counter per cooperative that PostgreSQL triggers bump in the same transaction as any change
     to what matching reads from members, their accounts, offerings and availability (migration
-    0008), and another for the bookings it reads (0010). The bump locks the cooperative's row until commit, so versions follow commit order: a
+    0008). The bump locks the cooperative's row until commit, so versions follow commit order: a
     process whose supply index was loaded at the version it reads now is up to date."""
 
     __tablename__ = "supply_version"
 
     cooperative_id: uuid.UUID = Field(foreign_key="cooperative.id", primary_key=True)
     version: int = Field(sa_type=BigInteger, nullable=False, default=0)
-    # Bumped when what matching reads of bookings changes (held bookings: migration 0010).
-    bookings_version: int = Field(sa_type=BigInteger, nullable=False, default=0,
-                                  sa_column_kwargs={"server_default": "0"})
+
+
+class HeldBookingChange(SQLModel, table=True):
+    """One row per cooperative and transaction that changed what matching reads of its bookings (a
+    booking entering or leaving the holding states, a held one changing worker or time), written by
+    PostgreSQL triggers in that transaction (migration 0010). The supply index compares them with the
+    snapshot it loaded the held bookings at (app/services/supply.py). No foreign key: an acceptance
+    would lock its cooperative's row for it."""
+
+    __tablename__ = "held_booking_change"
+
+    cooperative_id: uuid.UUID = Field(primary_key=True)
+    xact: int = Field(sa_type=BigInteger, primary_key=True)  # pg_current_xact_id() of the transaction
+    at: datetime = timestamp_field()
 
 
 class Offering(SQLModel, table=True):

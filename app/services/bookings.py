@@ -19,7 +19,8 @@ from typing import Any
 import asyncpg
 
 from pydantic_core import to_json
-from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, or_, select, true, update
+from sqlalchemy import (BigInteger, String, and_, bindparam, case, exists, false, func, insert, literal, or_, select,
+                        text, true, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,7 +37,7 @@ from app.models import (Booking, BookingEvent, BookingOffer, Cooperative, FeeSch
 from app.models.coop_settings import CooperativeSettings, settings_of
 from app.models.marketplace import HOLDING_STATUSES
 from app.payments.port import AuthorizeRequest, PaymentGateway
-from app.services import idempotency, ledger, matching, quotes
+from app.services import idempotency, ledger, matching, quotes, supply
 from app.services.idempotency import Claim
 
 log = logging.getLogger("coopgig.bookings")
@@ -164,32 +165,40 @@ _SETTINGS: dict[bytes | None, tuple[dict | None, CooperativeSettings]] = {}
 @dataclass(frozen=True)
 class MatchesContext:
     """What GET /matches reads in its one statement: the caller's account row (deps.principal_of
-    checks it), the search context, and the cooperative's supply counters (supply.SupplyIndex)."""
+    checks it), the search context, and whether the supply index is fresh (supply.SupplyIndex)."""
 
     caller: Any
     context: SearchContext | None  # None: the service is not the cooperative's
-    supply_versions: tuple[int, int]
+    supply_freshness: tuple[int, bool]  # static version, held bookings changed
 
 
 def caller_and_search_context(principal) -> PgStatement:
-    """PostgreSQL: `principal` (a one-row select of the caller by `user_id`), the search context and
-    the cooperative's supply counters in ONE statement (outside any transaction: one snapshot).
-    No row when the account does not exist."""
+    """PostgreSQL: `principal` (a one-row select of the caller by `user_id`), the search context, the
+    cooperative's static supply version and supply.HELD_CHANGED (parameters `p_held_xmin`,
+    `p_held_snapshot`) in ONE statement (outside any transaction: one snapshot). No row when the
+    account does not exist."""
     caller = principal.subquery("caller")
     context = _search_context_statement().subquery("context")
     counters = SupplyVersion.__table__
+    held_changed = text(supply.HELD_CHANGED.format(coop=":p_cooperative", xmin=":p_held_xmin",
+                                                   snapshot=":p_held_snapshot")).bindparams(
+        bindparam("p_cooperative", type_=counters.c.cooperative_id.type), bindparam("p_held_xmin", type_=BigInteger),
+        bindparam("p_held_snapshot", type_=String))
     return PgStatement(
         select(*caller.c, *context.c, func.coalesce(counters.c.version, 0),
-               func.coalesce(counters.c.bookings_version, 0))
+               func.coalesce(held_changed, false()))  # (NULL snapshot: nothing loaded, the search loads)
         .select_from(caller.outerjoin(context, true())
                      .outerjoin(counters, counters.c.cooperative_id == bindparam("p_cooperative"))))
 
 
 async def matches_context(db, statement: PgStatement, *, user_id: uuid.UUID, service_id: uuid.UUID,
-                          cooperative_id: uuid.UUID, at: datetime) -> MatchesContext | None:
+                          cooperative_id: uuid.UUID, at: datetime, held_check: tuple[int, str | None],
+                          ) -> MatchesContext | None:
+    xmin, snapshot = held_check
     async with db.driver() as driver:
         row = await statement.fetchrow(driver, {"user_id": user_id, "p_service": service_id,
-                                                "p_cooperative": cooperative_id, "p_at": at})
+                                                "p_cooperative": cooperative_id, "p_at": at, "p_held_xmin": xmin,
+                                                "p_held_snapshot": snapshot})
     if row is None:
         return None
     width = len(row) - len(_FEE_COLUMNS) - 7  # the caller's columns

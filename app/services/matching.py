@@ -80,10 +80,11 @@ _SEARCH = {"postgresql": _candidate_search("postgresql"), "sqlite": _candidate_s
 @dataclass(frozen=True)
 class Snapshot:
     """What a search read outside any transaction, in its caller's own statement (GET /matches):
-    the cooperative's supply counters, so the search can run from memory (SupplyIndex.search)."""
+    the cooperative's static supply version and whether its held bookings changed since the index
+    read them, so the search can run from memory (SupplyIndex.search)."""
 
     db: Any  # app.db.Database
-    versions: tuple[int, int]
+    freshness: tuple[int, bool]
     now: datetime
 
 
@@ -99,7 +100,7 @@ async def pool(session: AsyncSession, *, cooperative_id: uuid.UUID, service_id: 
     if session.get_bind().dialect.name == "postgresql":
         index = supply.index_for(str(session.bind.url))
         if snapshot is not None and only_member is None and not exclude:
-            found = await index.search(snapshot.db, versions=snapshot.versions, now=snapshot.now, **search)
+            found = await index.search(snapshot.db, freshness=snapshot.freshness, now=snapshot.now, **search)
             if found is not None:
                 return found
         return await index.pool(await driver_of(session), only_member=only_member, exclude=exclude, **search)

@@ -11,13 +11,17 @@ so each process keeps, per cooperative, the half of it that changes rarely:
   row lock until commit, so versions follow commit order: an index loaded at the version a search
   reads is exactly what the database holds now;
 - **held bookings** (worker, start, end, minutes of every booking in a holding state from a horizon
-  on: the start of the month before the index was loaded), under a second counter,
-  `bookings_version`, which triggers bump only when a booking enters or leaves the holding states
-  or a held one changes worker or time (migration 0010), not on a start, a completion or a capture.
+  on: the start of the month before the index was loaded), with the snapshot they were read at.
+  Triggers write a `held_booking_change` row (cooperative, transaction) in any transaction that
+  makes a booking enter or leave the holding states or moves a held one (migration 0010; not a
+  start, a completion or a capture). The held bookings are up to date while no such row of the
+  cooperative, from a transaction their snapshot did not see, is visible now: exact, in commit
+  order, and an acceptance holds no shared row lock for it (a counter row would serialize them).
+  They are reloaded at least every `HELD_TTL_SECONDS` too (the sweeper deletes day-old rows).
 
-`GET /matches` (`SupplyIndex.search`) reads both counters in the same statement as the caller and
-the search context, reloads a half only if it is behind, and then needs no other round trip: slots
-held over the slot and minutes booked in its month are computed on the arrays. A search whose
+`GET /matches` (`SupplyIndex.search`) reads the static version and that check in the same statement
+as the caller and the search context, reloads a half only if it is behind, and then needs no other
+round trip: slots held over the slot and minutes booked in its month are computed on the arrays. A search whose
 month or slot reaches before the horizon, and every search made inside a caller's transaction
 (`SupplyIndex.pool`: creating a booking, passing it on), read the bookings of the candidates
 instead, in the same round trip as the version, from one range of the cooperative's bookings by
@@ -31,6 +35,7 @@ checks both searches agree (tests/e2e/test_supply_index.py). SQLite keeps the SQ
 """
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,10 +87,11 @@ FROM (SELECT worker_member_id,
       GROUP BY worker_member_id) AS b
 """
 
-# The held bookings from a horizon ($2) on, and their counter, in one snapshot (an index-only scan
-# of ix_booking_cooperative_id_starts_at); times as µs since the epoch.
+# The held bookings from a horizon ($2) on, and the snapshot they are read at (the statement's),
+# in one statement (an index-only scan of ix_booking_cooperative_id_starts_at); times as µs since
+# the epoch.
 _LOAD_HELD = f"""
-SELECT COALESCE((SELECT bookings_version FROM supply_version WHERE cooperative_id = $1), 0) AS version,
+SELECT pg_current_snapshot()::text AS snapshot,
        array_agg(worker_member_id) AS members,
        array_agg((extract(epoch FROM starts_at) * 1000000)::bigint) AS starts,
        array_agg((extract(epoch FROM ends_at) * 1000000)::bigint) AS ends,
@@ -94,9 +100,18 @@ FROM booking
 WHERE cooperative_id = $1 AND status IN ({_HOLDING}) AND starts_at >= $2
 """
 
-# Both counters of a cooperative (a search that was not given them by its caller's statement).
-VERSIONS = ("SELECT COALESCE(max(version), 0), COALESCE(max(bookings_version), 0) FROM supply_version "
-            "WHERE cooperative_id = $1")
+# Did a transaction the held bookings' snapshot ($3, its xmin $2) did not see change them? (The
+# snapshot's xmin bounds the range: a transaction below it had ended when the snapshot was taken.)
+HELD_CHANGED = ("EXISTS (SELECT 1 FROM held_booking_change WHERE cooperative_id = {coop} AND xact >= {xmin} "
+                "AND NOT pg_visible_in_snapshot(xact::text::xid8, CAST(CAST({snapshot} AS text) AS pg_snapshot)))")
+
+# What a search needs to know it is fresh, when its caller's statement did not read it.
+_FRESHNESS = (f"SELECT COALESCE((SELECT version FROM supply_version WHERE cooperative_id = $1), 0), "
+              f"{HELD_CHANGED.format(coop='$1', xmin='$2', snapshot='$3')}")
+
+# How long held bookings are kept at most (the sweeper deletes `held_booking_change` rows after a
+# day, far beyond it, so a process never needs a deleted row).
+HELD_TTL_SECONDS = 600.0
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -155,10 +170,12 @@ class CooperativeSupply:
 
 @dataclass(frozen=True)
 class HeldBookings:
-    """One cooperative's held bookings from `horizon` on, as arrays (position i = booking i)."""
+    """One cooperative's held bookings from `horizon` on, as arrays (position i = booking i), read at
+    `snapshot` (PostgreSQL's text form `xmin:xmax:xip,...`)."""
 
-    version: int
+    snapshot: str
     horizon: datetime
+    loaded_at: float  # time.monotonic()
     members: tuple[uuid.UUID, ...]
     start_us: np.ndarray
     end_us: np.ndarray
@@ -166,9 +183,16 @@ class HeldBookings:
 
     @classmethod
     def from_row(cls, row, horizon: datetime) -> HeldBookings:
-        return cls(row["version"], horizon, tuple(row["members"] or ()),
+        return cls(row["snapshot"], horizon, time.monotonic(), tuple(row["members"] or ()),
                    np.array(row["starts"] or (), dtype=np.int64), np.array(row["ends"] or (), dtype=np.int64),
                    np.array(row["minutes"] or (), dtype=np.int64))
+
+    @property
+    def xmin(self) -> int:
+        return int(self.snapshot.split(":", 1)[0])
+
+    def expired(self) -> bool:
+        return time.monotonic() - self.loaded_at > HELD_TTL_SECONDS
 
 
 def held_horizon(now: datetime) -> datetime:
@@ -190,25 +214,33 @@ class SupplyIndex:
         self.loads = 0  # how many times a cooperative was (re)loaded: for tests and the benchmark
         self.held_loads = 0  # the same, for held bookings
 
+    def held_check(self, cooperative_id: uuid.UUID) -> tuple[int, str | None]:
+        """The parameters of HELD_CHANGED for this cooperative's held bookings (xmin, snapshot);
+        (0, None) when there are none to check (the search loads them)."""
+        held = self._held.get(cooperative_id)
+        return (0, None) if held is None else (held.xmin, held.snapshot)
+
     async def search(self, db, *, cooperative_id: uuid.UUID, service_id: uuid.UUID, starts_at: datetime,
                      ends_at: datetime, lat: float, lon: float, now: datetime,
-                     versions: tuple[int, int] | None = None) -> matching.Pool | None:
-        """The same candidates as matching's SQL search, from memory only, at least as fresh as
-        `versions` (the cooperative's two counters, read by the caller in its own statement, outside
-        any transaction; read here if not given). A half behind them is reloaded on
-        `db.driver()`. None if the slot's month or the slot itself reaches before the held
-        bookings' horizon: the caller then searches with `pool`."""
-        if versions is None:
-            async with db.driver() as driver:
-                versions = tuple(await driver.fetchrow(VERSIONS, cooperative_id))
-        static_version, held_version = versions
-        supply = self._by_cooperative.get(cooperative_id)
+                     freshness: tuple[int, bool] | None = None) -> matching.Pool | None:
+        """The same candidates as matching's SQL search, from memory only. `freshness` is what the
+        caller's own statement (outside any transaction) read: the cooperative's static version and
+        HELD_CHANGED with `held_check`'s parameters (read here if not given). A half behind it is
+        reloaded on `db.driver()`. None if the slot's month or the slot itself reaches before the
+        held bookings' horizon: the caller then searches with `pool`."""
         held = self._held.get(cooperative_id)
-        if supply is None or supply.version < static_version or held is None or held.version < held_version:
+        if freshness is None:
+            xmin, snapshot = self.held_check(cooperative_id)
+            async with db.driver() as driver:
+                freshness = tuple(await driver.fetchrow(_FRESHNESS, cooperative_id, xmin, snapshot))
+        static_version, held_changed = freshness
+        supply = self._by_cooperative.get(cooperative_id)
+        stale_held = held is None or held_changed or held.expired()
+        if supply is None or supply.version < static_version or stale_held:
             async with db.driver() as driver:
                 if supply is None or supply.version < static_version:
                     supply = await self._load(driver, cooperative_id)
-                if held is None or held.version < held_version:
+                if stale_held:
                     held = await self._load_held(driver, cooperative_id, now)
         month_start, month_end = month_bounds(starts_at)
         if min(month_start, starts_at - timedelta(minutes=MAX_BOOKING_MINUTES)) < held.horizon:
@@ -240,9 +272,7 @@ class SupplyIndex:
         horizon = held_horizon(now)
         held = HeldBookings.from_row(await driver.fetchrow(_LOAD_HELD, cooperative_id, horizon), horizon)
         self.held_loads += 1
-        current = self._held.get(cooperative_id)
-        if current is None or current.version <= held.version:
-            self._held[cooperative_id] = held
+        self._held[cooperative_id] = held  # (concurrent loads: each is exact at its snapshot)
         return held
 
     @staticmethod

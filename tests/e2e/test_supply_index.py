@@ -283,3 +283,32 @@ async def test_an_uncommitted_acceptance_is_not_seen_and_does_not_block_a_search
         assert watched.member_id in await _ids(client, market)
         await s.commit()
     assert watched.member_id not in await _ids(client, market)
+
+
+async def test_held_bookings_older_than_their_ttl_are_reloaded(client, db, settings, index, monkeypatch):
+    market = await make_market(client, db, settings, workers=1)
+    await _ids(client, market)
+    held_loads = index.held_loads
+    await _ids(client, market)
+    assert index.held_loads == held_loads  # fresh: served from memory
+    monkeypatch.setattr(supply, "HELD_TTL_SECONDS", -1.0)
+    await _ids(client, market)
+    assert index.held_loads == held_loads + 1
+
+
+async def test_the_sweeper_deletes_day_old_change_rows_only(client, db, settings, app):
+    from sqlalchemy import select
+
+    from app import background
+    from app.models import HeldBookingChange
+
+    now = datetime.now(UTC)
+    async with db.sessionmaker() as s:
+        coop = uuid.uuid4()
+        s.add_all([HeldBookingChange(cooperative_id=coop, xact=1, at=now - timedelta(days=1, minutes=1)),
+                   HeldBookingChange(cooperative_id=coop, xact=2, at=now - timedelta(hours=23))])
+        await s.commit()
+    assert await background.prune_held_booking_changes(app, now) == 1
+    async with db.sessionmaker() as s:
+        left = (await s.execute(select(HeldBookingChange.xact).where(HeldBookingChange.cooperative_id == coop))).all()
+    assert [x for (x,) in left] == [2]
