@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from app.models import Booking, HeldBookingChange
 from app.services import bookings, payments
@@ -32,8 +32,11 @@ async def sweep_once(app: FastAPI) -> None:
         expired = await bookings.expire_due(session, app.state.gateway, app.state.rate_cards, now=now)
     async with app.state.db.sessionmaker() as session:
         retried = await bookings.retry_pending_payments(session, app.state.gateway, now=now)
+    try:
+        await prune_held_booking_changes(app)
+    except Exception:  # never let housekeeping stop the payment steps below (or the reverse)
+        log.exception("pruning held booking changes failed")
     reconciled = await reconcile_unconfirmed_captures(app)
-    await prune_held_booking_changes(app, now)
     if expired or retried or reconciled:
         log.info("background sweep", extra={"bookings_expired_or_rematched": expired, "payments_retried": retried,
                                             "captures_reconciled": reconciled})
@@ -73,10 +76,13 @@ async def reconcile_unconfirmed_captures(app: FastAPI) -> int:
 HELD_CHANGES_KEPT = timedelta(days=1)
 
 
-async def prune_held_booking_changes(app: FastAPI, now) -> int:
+async def prune_held_booking_changes(app: FastAPI) -> int:
+    """By the database's clock, which wrote `at` (the app's may be another's, or moved by tests).
+    A transaction that changes bookings and stays open for more than a day could see its row
+    deleted right after it commits; none does (each use case is one short unit of work)."""
     async with app.state.db.sessionmaker() as session:
         deleted = (await session.execute(delete(HeldBookingChange).where(
-            HeldBookingChange.at < now - HELD_CHANGES_KEPT))).rowcount
+            HeldBookingChange.at < func.now() - HELD_CHANGES_KEPT))).rowcount
         await session.commit()
     return deleted
 

@@ -115,7 +115,8 @@ class Database:
         never changes session settings.
         """
         pool = self._driver_pool or await self._open_driver_pool()
-        async with pool.acquire() as driver:
+        # As SQLAlchemy's pool: wait at most 30 s for a free connection, then fail (never hang).
+        async with pool.acquire(timeout=30) as driver:
             yield driver
 
     async def _open_driver_pool(self) -> asyncpg.Pool:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.logging import request_id_var
@@ -101,29 +103,41 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
 
+# serialization_failure, deadlock_detected: PostgreSQL rolled the transaction back because of a
+# concurrent one. (Not the rest of class 40: statement_completion_unknown says nothing certain.)
+_CONCURRENT_SQLSTATES = frozenset({"40001", "40P01"})
+
+
 def is_transaction_rollback(exc: BaseException | None) -> bool:
-    """PostgreSQL aborted the transaction because of a concurrent one (SQLSTATE class 40:
-    serialization failure, deadlock detected): nothing was written and the same request can simply
-    be sent again. Looks through SQLAlchemy's wrapping (`.orig`) and exception chaining."""
+    """PostgreSQL aborted the transaction because of a concurrent one: that transaction wrote
+    nothing. Looks through SQLAlchemy's wrapping (`.orig`) and exception chaining."""
     seen = 0
     while exc is not None and seen < 8:
-        sqlstate = getattr(exc, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith("40"):
+        if getattr(exc, "sqlstate", None) in _CONCURRENT_SQLSTATES:
             return True
         exc = getattr(exc, "orig", None) or exc.__cause__
         seen += 1
     return False
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """Database errors: a transaction aborted for a concurrent one is a 409 the caller can act on
+    (answered here, inside the app, so metrics and logs count a 409, not a 500); anything else is
+    unexpected."""
+    if not is_transaction_rollback(exc):
+        raise exc
+    log.warning("transaction rolled back by a concurrent one", extra={"request_id": request_id_var.get()},
+                exc_info=exc)
+    # The aborted transaction wrote nothing, but a use case may have committed an earlier step
+    # (a booking before its payment authorization): the client retries with the same Idempotency-Key,
+    # which resumes it, or reads the resource first.
+    return error_response(409, "concurrent_update",
+                          "Another request changed the same data at the same moment and this one was stopped; "
+                          "retry it (with the same Idempotency-Key, if it had one)", headers={"Retry-After": "1"})
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     rid = request_id_var.get()
-    if is_transaction_rollback(exc):
-        # Not the caller's fault and nothing was half-written (the transaction rolled back whole):
-        # a state conflict they can retry, never a 500.
-        log.warning("transaction rolled back by a concurrent one", extra={"request_id": rid}, exc_info=exc)
-        return error_response(409, "concurrent_update",
-                              "Another request changed the same data at the same moment; nothing was saved, "
-                              "please retry", headers={"X-Request-ID": rid, "Retry-After": "1"})
     log.exception("unhandled error", extra={"request_id": rid})
     # This response is sent by Starlette's ServerErrorMiddleware, outside RequestContextMiddleware's
     # send wrapper: the X-Request-ID header has to be set here.
@@ -141,4 +155,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(asyncpg.PostgresError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -27,7 +27,7 @@ from app.models.marketplace_api import (
     PaymentPublic,
 )
 from app.routers import idempotent
-from app.services import bookings, matching, supply
+from app.services import bookings, matching
 from app.services.bookings import Actor, NewBooking
 
 router = APIRouter(tags=["bookings"])
@@ -81,9 +81,7 @@ async def get_matches(
                                                     cooperative_id=user.cooperative_id, at=now)
     else:
         found = await bookings.matches_context(db, _MATCHES_CONTEXT, user_id=claims.user_id, service_id=service_id,
-                                               cooperative_id=claims.cooperative_id, at=now,
-                                               held_check=supply.index_for(str(db.engine.url)).held_check(
-                                                   claims.cooperative_id))
+                                               cooperative_id=claims.cooperative_id, at=now)
         user = principal_of(found and found.caller, claims)
         _client_only(user)
         if found.context is None:

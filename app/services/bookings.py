@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from pydantic_core import to_json
-from sqlalchemy import (BigInteger, String, and_, bindparam, case, exists, false, func, insert, literal, or_, select,
+from sqlalchemy import (ARRAY, BigInteger, and_, bindparam, case, exists, false, func, insert, literal, or_, select,
                         text, true, update)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -169,42 +169,43 @@ class MatchesContext:
 
     caller: Any
     context: SearchContext | None  # None: the service is not the cooperative's
-    supply_freshness: tuple[int, bool]  # static version, held bookings changed
+    supply_freshness: tuple[int, bool, Any]  # static version, held bookings changed, those checked
 
 
 def caller_and_search_context(principal) -> PgStatement:
     """PostgreSQL: `principal` (a one-row select of the caller by `user_id`), the search context, the
-    cooperative's static supply version and supply.HELD_CHANGED (parameters `p_held_xmin`,
-    `p_held_snapshot`) in ONE statement (outside any transaction: one snapshot). No row when the
-    account does not exist."""
+    cooperative's static supply version and supply.HELD_CHANGED (parameters `p_held_xmax`,
+    `p_held_xip`) in ONE statement (outside any transaction: one snapshot). No row when the account
+    does not exist."""
     caller = principal.subquery("caller")
     context = _search_context_statement().subquery("context")
     counters = SupplyVersion.__table__
-    held_changed = text(supply.HELD_CHANGED.format(coop=":p_cooperative", xmin=":p_held_xmin",
-                                                   snapshot=":p_held_snapshot")).bindparams(
-        bindparam("p_cooperative", type_=counters.c.cooperative_id.type), bindparam("p_held_xmin", type_=BigInteger),
-        bindparam("p_held_snapshot", type_=String))
+    held_changed = text(supply.HELD_CHANGED.format(
+        coop=":p_cooperative", xmax="CAST(:p_held_xmax AS bigint)", xip="CAST(:p_held_xip AS bigint[])")).bindparams(
+        bindparam("p_cooperative", type_=counters.c.cooperative_id.type), bindparam("p_held_xmax", type_=BigInteger),
+        bindparam("p_held_xip", type_=ARRAY(BigInteger)))
     return PgStatement(
         select(*caller.c, *context.c, func.coalesce(counters.c.version, 0),
-               func.coalesce(held_changed, false()))  # (NULL snapshot: nothing loaded, the search loads)
+               func.coalesce(held_changed, false()))
         .select_from(caller.outerjoin(context, true())
                      .outerjoin(counters, counters.c.cooperative_id == bindparam("p_cooperative"))))
 
 
 async def matches_context(db, statement: PgStatement, *, user_id: uuid.UUID, service_id: uuid.UUID,
-                          cooperative_id: uuid.UUID, at: datetime, held_check: tuple[int, str | None],
-                          ) -> MatchesContext | None:
-    xmin, snapshot = held_check
+                          cooperative_id: uuid.UUID, at: datetime) -> MatchesContext | None:
+    index = supply.index_for(str(db.engine.url))
+    held = index.held_check(cooperative_id)
+    xmax, xip = index.check_args(held)
     async with db.driver() as driver:
         row = await statement.fetchrow(driver, {"user_id": user_id, "p_service": service_id,
-                                                "p_cooperative": cooperative_id, "p_at": at, "p_held_xmin": xmin,
-                                                "p_held_snapshot": snapshot})
+                                                "p_cooperative": cooperative_id, "p_at": at, "p_held_xmax": xmax,
+                                                "p_held_xip": xip})
     if row is None:
         return None
     width = len(row) - len(_FEE_COLUMNS) - 7  # the caller's columns
     context = row[width:-2]
     return MatchesContext(row[:width], None if context[0] is None else _search_context_of(context),
-                          (row[-2], row[-1]))
+                          (row[-2], row[-1], held))
 
 
 async def priced_matches(session: AsyncSession, rate_cards, *, cooperative_id: uuid.UUID, service: Service,

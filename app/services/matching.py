@@ -84,7 +84,7 @@ class Snapshot:
     read them, so the search can run from memory (SupplyIndex.search)."""
 
     db: Any  # app.db.Database
-    freshness: tuple[int, bool]
+    freshness: tuple[int, bool, Any]  # static version, held bookings changed, the held bookings checked
     now: datetime
 
 

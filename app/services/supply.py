@@ -100,14 +100,16 @@ FROM booking
 WHERE cooperative_id = $1 AND status IN ({_HOLDING}) AND starts_at >= $2
 """
 
-# Did a transaction the held bookings' snapshot ($3, its xmin $2) did not see change them? (The
-# snapshot's xmin bounds the range: a transaction below it had ended when the snapshot was taken.)
-HELD_CHANGED = ("EXISTS (SELECT 1 FROM held_booking_change WHERE cooperative_id = {coop} AND xact >= {xmin} "
-                "AND NOT pg_visible_in_snapshot(xact::text::xid8, CAST(CAST({snapshot} AS text) AS pg_snapshot)))")
+# Did a transaction the held bookings' snapshot did not see change them? Not seen by a snapshot:
+# a transaction from its xmax on ({xmax}), or one in progress when it was taken ({xip}); every
+# other one had ended (MVCC shows this statement only the committed ones). Both are index ranges of
+# the primary key. A NULL {xmax} (nothing loaded yet) answers false; the search then loads anyway.
+HELD_CHANGED = ("EXISTS (SELECT 1 FROM held_booking_change WHERE cooperative_id = {coop} "
+                "AND (xact >= {xmax} OR xact = ANY({xip})))")
 
 # What a search needs to know it is fresh, when its caller's statement did not read it.
 _FRESHNESS = (f"SELECT COALESCE((SELECT version FROM supply_version WHERE cooperative_id = $1), 0), "
-              f"{HELD_CHANGED.format(coop='$1', xmin='$2', snapshot='$3')}")
+              f"{HELD_CHANGED.format(coop='$1', xmax='$2::bigint', xip='$3::bigint[]')}")
 
 # How long held bookings are kept at most (the sweeper deletes `held_booking_change` rows after a
 # day, far beyond it, so a process never needs a deleted row).
@@ -188,8 +190,15 @@ class HeldBookings:
                    np.array(row["minutes"] or (), dtype=np.int64))
 
     @property
-    def xmin(self) -> int:
-        return int(self.snapshot.split(":", 1)[0])
+    def xmax(self) -> int:
+        """The first transaction id the snapshot did not see (it saw none above)."""
+        return int(self.snapshot.split(":")[1])
+
+    @property
+    def xip(self) -> list[int]:
+        """The transactions in progress when the snapshot was taken (it did not see them)."""
+        listed = self.snapshot.split(":")[2]
+        return [int(x) for x in listed.split(",")] if listed else []
 
     def expired(self) -> bool:
         return time.monotonic() - self.loaded_at > HELD_TTL_SECONDS
@@ -214,26 +223,32 @@ class SupplyIndex:
         self.loads = 0  # how many times a cooperative was (re)loaded: for tests and the benchmark
         self.held_loads = 0  # the same, for held bookings
 
-    def held_check(self, cooperative_id: uuid.UUID) -> tuple[int, str | None]:
-        """The parameters of HELD_CHANGED for this cooperative's held bookings (xmin, snapshot);
-        (0, None) when there are none to check (the search loads them)."""
-        held = self._held.get(cooperative_id)
-        return (0, None) if held is None else (held.xmin, held.snapshot)
+    def held_check(self, cooperative_id: uuid.UUID) -> HeldBookings | None:
+        """The held bookings a search of this cooperative would use now: its caller's statement
+        checks them (HELD_CHANGED with `check_args`) and hands them back to `search` in `freshness`."""
+        return self._held.get(cooperative_id)
+
+    @staticmethod
+    def check_args(held: HeldBookings | None) -> tuple[int | None, list[int]]:
+        """HELD_CHANGED's parameters (xmax, xip) for `held`."""
+        return (None, []) if held is None else (held.xmax, held.xip)
 
     async def search(self, db, *, cooperative_id: uuid.UUID, service_id: uuid.UUID, starts_at: datetime,
                      ends_at: datetime, lat: float, lon: float, now: datetime,
-                     freshness: tuple[int, bool] | None = None) -> matching.Pool | None:
+                     freshness: tuple[int, bool, HeldBookings | None] | None = None) -> matching.Pool | None:
         """The same candidates as matching's SQL search, from memory only. `freshness` is what the
-        caller's own statement (outside any transaction) read: the cooperative's static version and
-        HELD_CHANGED with `held_check`'s parameters (read here if not given). A half behind it is
-        reloaded on `db.driver()`. None if the slot's month or the slot itself reaches before the
-        held bookings' horizon: the caller then searches with `pool`."""
-        held = self._held.get(cooperative_id)
+        caller's own statement (outside any transaction) read: the cooperative's static version, and
+        HELD_CHANGED for the held bookings `held_check` gave it, with those held bookings (read here
+        if not given). Exactly those held bookings are used if unchanged (never another set that
+        another request installed meanwhile); a half behind is reloaded on `db.driver()`. None if
+        the slot's month or the slot itself reaches before the held bookings' horizon: the caller
+        then searches with `pool`."""
         if freshness is None:
-            xmin, snapshot = self.held_check(cooperative_id)
+            checked = self.held_check(cooperative_id)
             async with db.driver() as driver:
-                freshness = tuple(await driver.fetchrow(_FRESHNESS, cooperative_id, xmin, snapshot))
-        static_version, held_changed = freshness
+                version, changed = await driver.fetchrow(_FRESHNESS, cooperative_id, *self.check_args(checked))
+            freshness = (version, changed, checked)
+        static_version, held_changed, held = freshness
         supply = self._by_cooperative.get(cooperative_id)
         stale_held = held is None or held_changed or held.expired()
         if supply is None or supply.version < static_version or stale_held:
@@ -272,7 +287,9 @@ class SupplyIndex:
         horizon = held_horizon(now)
         held = HeldBookings.from_row(await driver.fetchrow(_LOAD_HELD, cooperative_id, horizon), horizon)
         self.held_loads += 1
-        self._held[cooperative_id] = held  # (concurrent loads: each is exact at its snapshot)
+        current = self._held.get(cooperative_id)
+        if current is None or current.xmax <= held.xmax:  # concurrent loads: keep the later snapshot
+            self._held[cooperative_id] = held
         return held
 
     @staticmethod

@@ -213,7 +213,9 @@ async def conflicting_client(db, settings) -> AsyncIterator[httpx.AsyncClient]:
             await a.execute(sql, {"slug": slug})  # could not serialize access due to concurrent update
 
     app.include_router(router)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    # raise_app_exceptions: the error must be answered inside the app (an exception reaching
+    # Starlette's outermost middleware would be logged and counted as a 500 even if answered 409)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c
 
@@ -222,5 +224,8 @@ async def conflicting_client(db, settings) -> AsyncIterator[httpx.AsyncClient]:
 async def test_a_transaction_aborted_by_a_concurrent_one_is_a_409_to_retry_not_a_500(conflicting_client):
     resp = await conflicting_client.post("/conflict")
     error = _assert_error(resp, 409, "concurrent_update")
-    assert "retry" in error["message"] and resp.headers["retry-after"] == "1"
+    assert "retry" in error["message"] and resp.headers["retry-after"] == "1" and resp.headers["x-request-id"]
+    from app.middleware import REQUESTS
+    assert REQUESTS.labels("POST", "/conflict", "409")._value.get() >= 1
+    assert REQUESTS.labels("POST", "/conflict", "500")._value.get() == 0
     assert "serialize" not in resp.text and "Traceback" not in resp.text

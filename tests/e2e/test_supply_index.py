@@ -268,7 +268,8 @@ async def test_only_what_matching_sees_of_bookings_reloads_them(client, db, sett
     assert watched.member_id in await _ids(client, market, hour=16, minutes=60)
 
 
-async def test_an_uncommitted_acceptance_is_not_seen_and_does_not_block_a_search(client, db, settings, index):
+async def test_an_uncommitted_acceptance_is_not_seen_and_does_not_block_a_search(client, db, settings, index,
+                                                                                  monkeypatch):
     from app.models import Booking
 
     market = await make_market(client, db, settings, workers=2)
@@ -279,10 +280,24 @@ async def test_an_uncommitted_acceptance_is_not_seen_and_does_not_block_a_search
     async with db.sessionmaker() as s:
         await s.execute(update(Booking).where(Booking.id == uuid.UUID(booked["id"])).values(
             status="accepted", worker_member_id=uuid.UUID(watched.member_id)))
-        await s.flush()  # the bump holds the cooperative's counter row until commit
+        await s.flush()  # logged in held_booking_change, in this open transaction
+        # a later transaction commits meanwhile: a snapshot taken now lists the acceptance as in
+        # progress (below its xmax), the case a check of "newer than the snapshot" alone would miss
+        other = (await client.post("/bookings", headers=market.client.headers,
+                                   json=booking_body(market, worker_id=market.workers[1].member_id))).json()
+        assert other["status"] == "offered"
+        # a search now reloads the held bookings (made to, here) while the acceptance is in
+        # progress: its snapshot does not see it, and neither does the search
+        held_loads = index.held_loads
+        monkeypatch.setattr(supply, "HELD_TTL_SECONDS", -1.0)
         assert watched.member_id in await _ids(client, market)
+        assert index.held_loads == held_loads + 1
+        monkeypatch.setattr(supply, "HELD_TTL_SECONDS", 600.0)
         await s.commit()
+    # the acceptance was in progress when those held bookings were read: once it commits, the next
+    # search sees it changed them, reloads, and leaves the worker out
     assert watched.member_id not in await _ids(client, market)
+    assert index.held_loads == held_loads + 2
 
 
 async def test_held_bookings_older_than_their_ttl_are_reloaded(client, db, settings, index, monkeypatch):
@@ -308,7 +323,7 @@ async def test_the_sweeper_deletes_day_old_change_rows_only(client, db, settings
         s.add_all([HeldBookingChange(cooperative_id=coop, xact=1, at=now - timedelta(days=1, minutes=1)),
                    HeldBookingChange(cooperative_id=coop, xact=2, at=now - timedelta(hours=23))])
         await s.commit()
-    assert await background.prune_held_booking_changes(app, now) == 1
+    assert await background.prune_held_booking_changes(app) == 1
     async with db.sessionmaker() as s:
         left = (await s.execute(select(HeldBookingChange.xact).where(HeldBookingChange.cooperative_id == coop))).all()
     assert [x for (x,) in left] == [2]
