@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -84,16 +85,39 @@ def make_access_token(*, user_id: uuid.UUID, role: str, cooperative_id: uuid.UUI
 
 
 def decode_access_token(token: str, settings: Settings) -> AccessClaims:
+    """The verified claims of an access token (401 `token_expired` / `invalid_token` otherwise).
+
+    A token already verified with the same key, audience and issuer is not verified again (a phone
+    sends the same token with every request for 15 minutes): its claims are kept, per process, with
+    its expiry, which is still checked on every use. Only successfully verified tokens are kept.
+    """
+    key = (token, settings.jwt_secret, settings.jwt_audience, settings.jwt_issuer)
+    known = _VERIFIED.get(key)
+    if known is not None:
+        claims, expires_at = known
+        if time.time() < expires_at:
+            return claims
+        raise Unauthorized("The access token has expired", code="token_expired")
     try:
-        claims = jwt.decode(
+        decoded = jwt.decode(
             token, settings.jwt_secret, algorithms=[ALGORITHM], audience=settings.jwt_audience,
             issuer=settings.jwt_issuer, options={"require": ["exp", "iat", "sub", "iss", "aud"]},
         )
-        return AccessClaims(uuid.UUID(claims["sub"]), str(claims["role"]), uuid.UUID(claims["coop"]))
+        claims = AccessClaims(uuid.UUID(decoded["sub"]), str(decoded["role"]), uuid.UUID(decoded["coop"]))
+        expires_at = float(decoded["exp"])
     except jwt.ExpiredSignatureError:
         raise Unauthorized("The access token has expired", code="token_expired") from None
     except (jwt.InvalidTokenError, KeyError, ValueError, TypeError):
         raise Unauthorized("The access token is invalid", code="invalid_token") from None
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()  # bounded; a token verified again costs one signature check
+    _VERIFIED[key] = (claims, expires_at)
+    return claims
+
+
+# Verified access tokens of this process: (token, key, audience, issuer) -> (claims, exp).
+_VERIFIED: dict[tuple[str, str, str, str], tuple[AccessClaims, float]] = {}
+_VERIFIED_MAX = 10_000
 
 
 def new_refresh_token() -> str:

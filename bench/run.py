@@ -707,14 +707,15 @@ _LONG_ARRAY = re.compile(r"'\{([0-9a-f-]{36},){3}[^']*\}'")
 
 
 async def explain_matches(ctx: Context, repeats: int = 10) -> str:
-    """Where one matches request's time goes in process: `matching.candidates` (on PostgreSQL the
-    supply index, app/services/supply.py: its per-search read, and a load when the cooperative's
-    supply changed) vs the whole `priced_matches` (ranking and one quote per match shown); and
-    EXPLAIN (ANALYZE, BUFFERS) of the supply index's two statements. Written to
+    """Where one matches request's time goes in process, on the route's own path: the candidate
+    search from the supply index in memory (`SupplyIndex.search`, with its freshness read) vs the
+    whole `priced_matches` (that search, ranking and one quote per match shown); and EXPLAIN
+    (ANALYZE, BUFFERS) of the route's one statement and of the supply index's loads. Written to
     bench/results/explain_matches.txt."""
     import asyncpg
 
     from app.db import Database
+    from app.deps import PRINCIPAL
     from app.domain.periods import month_bounds
     from app.models import Service
     from app.models.marketplace import MAX_BOOKING_MINUTES
@@ -728,32 +729,46 @@ async def explain_matches(ctx: Context, repeats: int = 10) -> str:
     ends = starts + dt.timedelta(minutes=180)
     db = Database(ctx.settings)
     rate_cards = RateCardCache()
+    index = supply.index_for(str(db.engine.url))
+    coop = m.coop_ids[c]
     try:
-        async with db.sessionmaker() as s:
+        now = dt.datetime.now(dt.UTC)
+        search = dict(cooperative_id=coop, starts_at=starts, ends_at=ends, lat=lat, lon=lon, now=now)
+        async with db.sessionmaker(bind=db.autocommit) as s:
             service = await s.get(Service, m.service_ids[c][0])
-            now = dt.datetime.now(dt.UTC)
-            await bookings.priced_matches(s, rate_cards, cooperative_id=m.coop_ids[c], service=service,
-                                          starts_at=starts, duration_minutes=180, lat=lat, lon=lon, now=now)
+            found = await index.search(db, service_id=service.id, **search)  # loads the cooperative
             t = time.perf_counter()
             for _ in range(repeats):
-                found = await matching.candidates(s, cooperative_id=m.coop_ids[c], service_id=service.id,
-                                                  starts_at=starts, ends_at=ends, lat=lat, lon=lon)
+                found = await index.search(db, service_id=service.id, **search)
             search_ms = (time.perf_counter() - t) / repeats * 1e3
+            held = index.held_check(coop)
+            snapshot = matching.Snapshot(db, (index._by_cooperative[coop].version, False, held), now)
+            # what the route's one statement reads besides the caller
+            context = await bookings.search_context(s, service_id=service.id, cooperative_id=coop, at=now)
+            priced_args = dict(cooperative_id=coop, service=context.service, starts_at=starts, duration_minutes=180,
+                               lat=lat, lon=lon, now=now, limit=20, context=context, snapshot=snapshot)
+            await bookings.priced_matches(s, rate_cards, **priced_args)  # builds the period's rate card (seconds)
             t = time.perf_counter()
             for _ in range(repeats):
-                priced = await bookings.priced_matches(s, rate_cards, cooperative_id=m.coop_ids[c], service=service,
-                                                       starts_at=starts, duration_minutes=180, lat=lat, lon=lon,
-                                                       now=now, limit=20)
+                priced = await bookings.priced_matches(s, rate_cards, **priced_args)
             total_ms = (time.perf_counter() - t) / repeats * 1e3
     finally:
         await db.dispose()
     month_start, month_end = month_bounds(starts)
+    one_statement = bookings.caller_and_search_context(PRINCIPAL)
+    xmax, xip = supply.SupplyIndex.check_args(held)
     statements = [
-        ("the per-search read (bookings of the members the static filters let through)", supply._PER_SEARCH,
-         (m.coop_ids[c], starts, ends, month_start, month_end, starts - dt.timedelta(minutes=MAX_BOOKING_MINUTES),
-          [uuid.UUID(x.member_id) for x in found])),
-        ("the load of a cooperative's static half (only when its supply_version changed)", supply._LOAD,
-         (m.coop_ids[c],)),
+        ("the route's one statement (caller, service, cooperative, fee schedule, supply freshness)",
+         one_statement.sql, one_statement.args({
+             "user_id": m.client_ids[c][0], "p_service": service.id, "p_cooperative": coop, "p_at": now,
+             "p_held_xmax": xmax, "p_held_xip": xip})),
+        ("the load of a cooperative's held bookings (when a change to them committed, or every "
+         f"{supply.HELD_TTL_SECONDS:.0f} s)", supply._LOAD_HELD, (coop, supply.held_horizon(now))),
+        ("the load of a cooperative's static half (only when its supply_version changed)", supply._LOAD, (coop,)),
+        ("the per-search read of searches inside a transaction (creating or passing on a booking)",
+         supply._PER_SEARCH,
+         (coop, starts, ends, month_start, month_end, starts - dt.timedelta(minutes=MAX_BOOKING_MINUTES),
+          [uuid.UUID(x) for x in found.member_ids.tolist()])),
     ]
     conn = await asyncpg.connect(ctx.ref_dsn)
     out, exec_ms = [], []
@@ -767,14 +782,16 @@ async def explain_matches(ctx: Context, repeats: int = 10) -> str:
         await conn.close()
     text = (f"cooperative {m.coop_slugs[c]} ({m.plan.workers_per_coop} workers), slot {starts.isoformat()} + 180 min, "
             f"client at the centre of {m.city(c)[0]}\n"
-            f"in process, mean of {repeats}: matching.candidates {search_ms:.1f} ms ({len(found)} candidates); "
-            f"priced_matches {total_ms:.1f} ms ({len(priced)} priced, as the API shows them)\n\n"
+            f"in process, mean of {repeats}: SupplyIndex.search {search_ms:.2f} ms ({len(found)} candidates); "
+            f"priced_matches {total_ms:.2f} ms ({len(priced)} priced, as the API shows them)\n\n"
             + "\n\n----\n\n".join(out))
     (RESULTS / "explain_matches.txt").write_text(text)
-    return (f"{len(found)} candidates per request here; in process: candidate search (supply index) "
-            f"{search_ms:.1f} ms, priced_matches {total_ms:.1f} ms (so {total_ms - search_ms:.1f} ms of ranking + "
-            f"20 quotes); EXPLAIN ANALYZE execution: per-search read {exec_ms[0]:.1f} ms, a cooperative's load "
-            f"{exec_ms[1]:.1f} ms (bench/results/explain_matches.txt)")
+    return (f"{len(found)} candidates per request here; in process: candidate search from memory "
+            f"{search_ms:.2f} ms (with its freshness read), priced_matches {total_ms:.2f} ms (so "
+            f"{total_ms - search_ms:.2f} ms of ranking + 20 quotes); EXPLAIN ANALYZE execution: the route's one "
+            f"statement {exec_ms[0]:.2f} ms, loads of held bookings {exec_ms[1]:.1f} ms and of the static half "
+            f"{exec_ms[2]:.1f} ms, the in-transaction per-search read {exec_ms[3]:.2f} ms "
+            f"(bench/results/explain_matches.txt)")
 
 
 # ---- report -----------------------------------------------------------------------------------

@@ -245,7 +245,8 @@ async def priced_matches(session: AsyncSession, rate_cards, *, cooperative_id: u
             q = quotes.quote(ctx, hourly_rate_cents=r.candidate.hourly_rate_cents, minutes=duration_minutes,
                              vat_rate_bps=service.vat_rate_bps,
                              expected_monthly_gross_cents=r.candidate.expected_monthly_gross_cents,
-                             yearly_turnover_before_cents=turnover.get(uuid.UUID(r.candidate.member_id), 0))
+                             yearly_turnover_before_cents=(turnover.get(uuid.UUID(r.candidate.member_id), 0)
+                                                           if turnover else 0))
         except PriceTooLow:
             continue  # a rate too low to leave anything for the member is never offered
         priced.append(PricedCandidate(r, q))

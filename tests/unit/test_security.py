@@ -270,3 +270,48 @@ def test_refresh_tokens_are_random_and_stored_as_sha256():
     digest = hash_refresh_token(token)
     assert digest == hash_refresh_token(token) and len(digest) == 64 and token not in digest
     assert hash_refresh_token(token + "x") != digest
+
+
+# ---- verified tokens are kept per process -----------------------------------------------------
+
+
+def test_a_verified_token_is_served_from_memory_until_it_expires(settings, monkeypatch):
+    import app.security as security
+
+    token, user_id, _ = _token(settings)
+    first = decode_access_token(token, settings)
+    verify_calls = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: verify_calls.append(1) or real_decode(*a, **k))
+    assert decode_access_token(token, settings) == first and not verify_calls  # no second signature check
+    # its expiry still holds, on the real clock
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    monkeypatch.setattr(security.time, "time", lambda: expires + 1)
+    with pytest.raises(Unauthorized) as exc:
+        decode_access_token(token, settings)
+    assert exc.value.code == "token_expired"
+
+
+@pytest.mark.parametrize("change", [
+    {"jwt_secret": "another-secret-entirely-0123456789"},
+    {"jwt_issuer": "someone-else"},
+    {"jwt_audience": "another-api"},
+])
+def test_a_token_verified_for_one_deployment_is_not_accepted_by_another(settings, change):
+    token, _, _ = _token(settings)
+    decode_access_token(token, settings)  # verified and kept under this deployment's key
+    other = settings.model_copy(update=change)
+    with pytest.raises(Unauthorized) as exc:
+        decode_access_token(token, other)
+    assert exc.value.code == "invalid_token"
+
+
+def test_a_refused_token_is_never_kept(settings):
+    import app.security as security
+
+    token, _, _ = _token(settings)
+    tampered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            decode_access_token(tampered, settings)
+    assert not any(key[0] == tampered for key in security._VERIFIED)
