@@ -413,14 +413,20 @@ async def test_twenty_workers_racing_for_one_booking_exactly_one_wins(client, db
     assert {r.json()["error"]["code"] for r in results if r.status_code == 409} == {"already_taken"}
 
 
-@pytest.mark.postgres
-async def test_one_worker_accepting_two_overlapping_bookings_at_once_gets_one(client, db, settings, clock):
+async def _two_overlapping_offers(client, db, settings):
+    """One worker, offered two direct bookings that overlap (10:00-13:00 and 11:00-14:00)."""
     market = await make_market(client, db, settings, workers=1)
     worker = market.workers[0]
     a = (await client.post("/bookings", headers=market.client.headers,
                            json=booking_body(market, worker_id=worker.member_id))).json()
     b = (await client.post("/bookings", headers=market.client.headers,
                            json=booking_body(market, worker_id=worker.member_id, starts_at=next_day_at(11)))).json()
+    return market, worker, a, b
+
+
+@pytest.mark.postgres
+async def test_one_worker_accepting_two_overlapping_bookings_at_once_gets_one(client, db, settings, clock):
+    market, worker, a, b = await _two_overlapping_offers(client, db, settings)
     results = await asyncio.gather(*(client.post(f"/bookings/{x['id']}/accept", headers=worker.headers) for x in (a, b)))
     assert sorted(r.status_code for r in results) == [200, 409]
     assert [r.json()["error"]["code"] for r in results if r.status_code == 409] == ["overlapping_booking"]
@@ -433,12 +439,7 @@ async def test_an_acceptance_aborted_by_a_deadlock_is_retried_and_refused_cleanl
     it, and that transaction then waits for the booking the acceptance has locked. PostgreSQL
     aborts the acceptance; it must be run again (not answered 500) and then be refused because the
     other booking committed."""
-    market = await make_market(client, db, settings, workers=1)
-    worker = market.workers[0]
-    a = (await client.post("/bookings", headers=market.client.headers,
-                           json=booking_body(market, worker_id=worker.member_id))).json()
-    b = (await client.post("/bookings", headers=market.client.headers,
-                           json=booking_body(market, worker_id=worker.member_id, starts_at=next_day_at(11)))).json()
+    market, worker, a, b = await _two_overlapping_offers(client, db, settings)
     async with db.engine.connect() as other, db.engine.connect() as watcher:
         await other.execute(update(Booking).where(Booking.id == uuid.UUID(a["id"])).values(
             status="accepted", worker_member_id=uuid.UUID(worker.member_id)))
