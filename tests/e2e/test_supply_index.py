@@ -228,10 +228,21 @@ async def test_a_slot_before_the_horizon_is_searched_in_sql(client, db, settings
     search = dict(cooperative_id=coop_id, service_id=uuid.UUID(market.service_id), starts_at=long_ago,
                   ends_at=long_ago + timedelta(hours=1), lat=LYON[0], lon=LYON[1])
     assert await index.search(db, now=next_day_at(0, 0), **search) is None
-    # the route still answers, as the SQL search does (nobody is available then: no window)
+    # one worker was available then, and held another booking of that month: the route finds them
+    # (the SQL per-search read), with the minutes of that month
+    from app.models import AvailabilityWindow
+
+    available = market.workers[1]
+    async with db.sessionmaker() as s:
+        s.add(AvailabilityWindow(cooperative_id=coop_id, member_id=uuid.UUID(available.member_id),
+                                 starts_at=long_ago - timedelta(hours=2), ends_at=long_ago + timedelta(hours=3)))
+        await s.commit()
+    await _hold(db, market, available.member_id, long_ago - timedelta(hours=2), 90, "completed")
     resp = await client.get("/matches", headers=market.client.headers, params={
-        **_params(market), "starts_at": long_ago.isoformat()})
-    assert resp.status_code == 200 and resp.json() == []
+        **_params(market, minutes=60), "starts_at": long_ago.isoformat()})
+    assert resp.status_code == 200
+    assert [(m["worker_id"], m["why"]["booked_hours_this_month"]) for m in resp.json()] \
+        == [(available.member_id, 1.5)]
 
 
 async def test_only_what_matching_sees_of_bookings_reloads_them(client, db, settings, index, clock):
