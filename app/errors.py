@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.logging import request_id_var
@@ -136,6 +137,14 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
                           "retry it (with the same Idempotency-Key, if it had one)", headers={"Retry-After": "1"})
 
 
+async def _database_busy(_: Request, exc: Exception) -> JSONResponse:
+    """No database connection came free in time (SQLAlchemy's pool, or the driver pool's acquire
+    timeout): the service is overloaded, not broken; the request did nothing."""
+    log.warning("no database connection in time", extra={"request_id": request_id_var.get()}, exc_info=exc)
+    return error_response(503, "database_busy", "The service is too busy right now; please retry shortly",
+                          headers={"Retry-After": "5"})
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     rid = request_id_var.get()
     log.exception("unhandled error", extra={"request_id": rid})
@@ -157,4 +166,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(asyncpg.PostgresError, _database_error)
+    app.add_exception_handler(PoolTimeout, _database_busy)
+    app.add_exception_handler(TimeoutError, _database_busy)  # asyncpg's pool.acquire(timeout=...)
     app.add_exception_handler(Exception, _unexpected)

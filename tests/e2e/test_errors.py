@@ -9,7 +9,9 @@ import httpx
 import pytest
 from fastapi import APIRouter
 
+from app.db import Database
 from app.main import create_app
+from tests.conftest import make_settings
 from tests.factories import PASSWORD, make_cooperative
 
 
@@ -229,3 +231,32 @@ async def test_a_transaction_aborted_by_a_concurrent_one_is_a_409_to_retry_not_a
     assert REQUESTS.labels("POST", "/conflict", "409")._value.get() >= 1
     assert REQUESTS.labels("POST", "/conflict", "500")._value.get() == 0
     assert "serialize" not in resp.text and "Traceback" not in resp.text
+
+
+@pytest.mark.postgres
+async def test_no_database_connection_in_time_is_a_503_to_retry(db, settings):
+    """The driver pool's acquire timing out (all connections busy) is an overload, not a bug."""
+    small = Database(make_settings(db_driver_pool_size=1))
+    app = create_app(settings, database=small)
+    router = APIRouter()
+
+    @router.get("/busy")
+    async def busy() -> None:
+        async with small.driver():
+            async with small.driver():  # the only connection is taken: waits, then times out
+                pass
+
+    app.include_router(router)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+    try:
+        import app.db as app_db
+
+        real_acquire = app_db.asyncpg.pool.Pool.acquire
+        app_db.asyncpg.pool.Pool.acquire = lambda self, *, timeout=None: real_acquire(self, timeout=0.2)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            resp = await c.get("/busy")
+    finally:
+        app_db.asyncpg.pool.Pool.acquire = real_acquire
+        await small.dispose()
+    error = _assert_error(resp, 503, "database_busy")
+    assert resp.headers["retry-after"] == "5" and "retry" in error["message"]
