@@ -37,14 +37,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A session for read-only use cases: each statement runs on its own, outside any transaction
-    (no BEGIN/ROLLBACK round trips; on SQLite, no write lock). Never for writes."""
-    db = request.app.state.db
-    async with db.sessionmaker(bind=db.autocommit) as session:
-        yield session
-
-
 async def get_clock(request: Request) -> Callable[[], datetime]:
     return request.app.state.clock
 
@@ -68,7 +60,6 @@ GatewayDep = Annotated[PaymentGateway, Depends(get_gateway)]
 RateCardsDep = Annotated[object, Depends(get_rate_cards)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -92,10 +83,9 @@ class Principal:
 
 
 # Only the columns a request needs (never the password hash). Built once: every request runs it.
-PRINCIPAL_COLUMNS = (User.id, User.email, User.display_name, User.role, User.cooperative_id, User.is_active,
-                     Cooperative.slug, Member.id, Member.stage)
 PRINCIPAL = (
-    select(*PRINCIPAL_COLUMNS)
+    select(User.id, User.email, User.display_name, User.role, User.cooperative_id, User.is_active,
+           Cooperative.slug, Member.id, Member.stage)
     .join(Cooperative, Cooperative.id == User.cooperative_id)
     .outerjoin(Member, Member.user_id == User.id)
     .where(User.id == bindparam("user_id"))
@@ -145,7 +135,7 @@ async def load_principal(db: Database, claims: AccessClaims) -> Principal:
 
 
 def principal_of(row, claims: AccessClaims) -> Principal:
-    """The caller from a row of PRINCIPAL_COLUMNS (None: no such account), or 401 if the account no
+    """The caller from a row of PRINCIPAL (None: no such account), or 401 if the account no
     longer matches the token. (A hot route may read the row in its own statement.)"""
     if row is None or row[0] is None:
         raise Unauthorized("The access token is invalid", code="invalid_token")

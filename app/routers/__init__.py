@@ -1,7 +1,8 @@
 """HTTP routers, one per area of API.md. Thin: parse, call one service function, return.
 
-Routes are authenticated (they depend on CurrentUser, or, for a use case that checks the account
-behind the token in its own statement, on TokenClaims: see app/deps.py) unless listed here as public.
+Routes are authenticated (they depend on CurrentUser, or, for a hot route that checks the account
+behind the token in its own statement, call deps.bearer_claims: see app/deps.py) unless listed here
+as public.
 """
 PUBLIC_ROUTES = {
     ("POST", "/api/v1/auth/register"),

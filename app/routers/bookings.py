@@ -9,9 +9,8 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 from pydantic_core import to_json
 
-from app.deps import (BEARER_SECURITY, PRINCIPAL, ClientUser, CurrentUser, DatabaseDep, GatewayDep, NowDep,
-                      RateCardsDep, ReadSessionDep, SessionDep, WorkerUser, bearer_claims, load_principal,
-                      principal_of, wrong_role)
+from app.deps import (BEARER_SECURITY, PRINCIPAL, ClientUser, CurrentUser, GatewayDep, NowDep,
+                      RateCardsDep, SessionDep, WorkerUser, bearer_claims, load_principal, principal_of, wrong_role)
 from app.errors import Forbidden, Invalid
 from app.models import Booking
 from app.models.marketplace import BOOKING_STATUSES, MAX_BOOKING_MINUTES
@@ -72,23 +71,24 @@ async def get_matches(
     read in ONE statement, and the search then runs from the supply index in memory."""
     state = request.app.state
     claims, db, now = bearer_claims(request), state.db, state.clock()
-    snapshot = None
-    if db.settings.is_sqlite:
-        user = await load_principal(db, claims)
-        _client_only(user)
-        async with db.sessionmaker(bind=db.autocommit) as session:
+    # Statements on their own, outside any transaction; it connects only if a step needs it.
+    async with db.sessionmaker(bind=db.autocommit) as session:
+        snapshot = None
+        if db.settings.is_sqlite:
+            user = await load_principal(db, claims)
+            _client_only(user)
             context = await bookings.search_context(session, service_id=service_id,
                                                     cooperative_id=user.cooperative_id, at=now)
-    else:
-        found = await bookings.matches_context(db, _MATCHES_CONTEXT, user_id=claims.user_id, service_id=service_id,
-                                               cooperative_id=claims.cooperative_id, at=now)
-        user = principal_of(found and found.caller, claims)
-        _client_only(user)
-        if found.context is None:
-            raise Invalid("No such service in your cooperative", code="unknown_service")
-        context = found.context
-        snapshot = matching.Snapshot(db, found.supply_freshness, now)
-    async with db.sessionmaker(bind=db.autocommit) as session:  # connects only if a step needs it
+        else:
+            found = await bookings.matches_context(db, _MATCHES_CONTEXT, user_id=claims.user_id,
+                                                   service_id=service_id, cooperative_id=claims.cooperative_id,
+                                                   at=now)
+            user = principal_of(found and found.caller, claims)
+            _client_only(user)
+            if found.context is None:
+                raise Invalid("No such service in your cooperative", code="unknown_service")
+            context = found.context
+            snapshot = matching.Snapshot(db, found.supply_freshness, now)
         priced = await bookings.priced_matches(session, state.rate_cards, cooperative_id=user.cooperative_id,
                                                service=context.service, starts_at=starts_at,
                                                duration_minutes=duration_minutes, lat=lat, lon=lon, now=now,

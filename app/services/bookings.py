@@ -24,7 +24,7 @@ from sqlalchemy import (ARRAY, BigInteger, and_, bindparam, case, exists, false,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import PgStatement, driver_of, literal_in
+from app.db import PgStatement, literal_in
 from app.domain import bookings as rules
 from app.domain import ledger as ledger_rules
 from app.domain.errors import PriceTooLow
@@ -121,18 +121,14 @@ def _search_context_statement():
 _FEE_COLUMNS = ("id", "contribution_rate_bps", "contribution_tiers", "processing_fee_payer", "processing_fee_bps",
                 "processing_fee_fixed_cents", "min_fixed_monthly_gross_cents")
 _SEARCH_CONTEXT = _search_context_statement()
-_PG_SEARCH_CONTEXT = PgStatement(_SEARCH_CONTEXT)
 
 
 async def search_context(session: AsyncSession, *, service_id: uuid.UUID, cooperative_id: uuid.UUID,
                          at: datetime) -> SearchContext:
-    """One round trip (on PostgreSQL on the driver: a search runs it every time); 422
-    `unknown_service` if the service is not the cooperative's."""
-    values = {"p_service": service_id, "p_cooperative": cooperative_id, "p_at": at}
-    if session.get_bind().dialect.name == "postgresql":
-        row = await _PG_SEARCH_CONTEXT.fetchrow(await driver_of(session), values)
-    else:
-        row = (await session.execute(_SEARCH_CONTEXT, values)).first()
+    """One round trip; 422 `unknown_service` if the service is not the cooperative's. (GET /matches
+    on PostgreSQL reads the same in its own statement: caller_and_search_context.)"""
+    row = (await session.execute(_SEARCH_CONTEXT, {"p_service": service_id, "p_cooperative": cooperative_id,
+                                                   "p_at": at})).first()
     return _search_context_of(row)
 
 
