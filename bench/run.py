@@ -787,8 +787,9 @@ async def explain_matches(ctx: Context, repeats: int = 10) -> str:
             + "\n\n----\n\n".join(out))
     (RESULTS / "explain_matches.txt").write_text(text)
     return (f"{len(found)} candidates per request here; in process: candidate search from memory "
-            f"{search_ms:.2f} ms (with its freshness read), priced_matches {total_ms:.2f} ms (so "
-            f"{total_ms - search_ms:.2f} ms of ranking + 20 quotes); EXPLAIN ANALYZE execution: the route's one "
+            f"{search_ms:.2f} ms (with a freshness read of its own), priced_matches {total_ms:.2f} ms (the search "
+            f"with the freshness the route's statement read, ranking and 20 quotes); EXPLAIN ANALYZE execution: "
+            f"the route's one "
             f"statement {exec_ms[0]:.2f} ms, loads of held bookings {exec_ms[1]:.1f} ms and of the static half "
             f"{exec_ms[2]:.1f} ms, the in-transaction per-search read {exec_ms[3]:.2f} ms "
             f"(bench/results/explain_matches.txt)")
