@@ -102,6 +102,18 @@ class Database:
         self._driver_pool_lock = asyncio.Lock()
 
     @asynccontextmanager
+    async def lazy_session(self) -> AsyncIterator[AsyncSession]:
+        """A session on `autocommit` (statements on their own, no transaction) for a route that may
+        not need one: it connects only if a step uses it, and is closed only then (closing an unused
+        session still costs a greenlet switch; GET /matches on PostgreSQL reads nothing through it)."""
+        session = self.sessionmaker(bind=self.autocommit)
+        try:
+            yield session
+        finally:
+            if session.in_transaction():
+                await session.close()
+
+    @asynccontextmanager
     async def driver(self) -> AsyncIterator[asyncpg.Connection]:
         """PostgreSQL only: an asyncpg connection in autocommit, for the hot paths that run a
         `PgStatement` (or plain `$n` SQL) without SQLAlchemy's per-call work.

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -117,6 +120,31 @@ def bearer_claims(request: Request) -> AccessClaims:
 
 # What `Depends(HTTPBearer())` adds to a route's OpenAPI operation.
 BEARER_SECURITY = {"security": [{"HTTPBearer": []}]}
+
+QueryModel = TypeVar("QueryModel", bound=BaseModel)
+
+
+def query_model(request: Request, model: type[QueryModel]) -> QueryModel:
+    """The query string validated as `model`, for a hot route that declares no parameter: FastAPI
+    re-derives each declared parameter's kind on every request (a tenth of GET /matches' time),
+    while one model validation does the same checks at once. Parsed as Starlette parses it (the
+    last of repeated keys wins, blank values kept, unknown keys ignored), and a failure is the same
+    RequestValidationError as FastAPI's, each error located at ("query", name).
+    `query_parameters(model)` documents the parameters in the OpenAPI operation."""
+    values = dict(parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])}
+                                      for e in exc.errors(include_url=False)]) from None
+
+
+def query_parameters(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI `parameters` of `model`'s fields as query parameters (for `openapi_extra`)."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    return {"parameters": [{"name": name, "in": "query", "required": name in required, "schema": prop}
+                           for name, prop in schema["properties"].items()]}
 
 
 async def load_principal(db: Database, claims: AccessClaims) -> Principal:

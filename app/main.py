@@ -11,14 +11,26 @@ from fastapi import FastAPI
 from app import background
 from app.config import Settings, get_settings
 from app.db import Database, utcnow
-from app.payments.factory import make_gateway
-from app.payouts.openfisca_engine import get_engine
-from app.payouts.rate_card import RateCardCache
 from app.errors import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
+from app.payments.factory import make_gateway
+from app.payouts.openfisca_engine import get_engine
+from app.payouts.rate_card import RateCardCache
+from app.routers import (
+    accounts,
+    audit,
+    auth,
+    bookings,
+    catalog,
+    cooperatives,
+    members,
+    offerings,
+    ops,
+    payments,
+    reviews,
+)
 from app.services import quotes
-from app.routers import accounts, audit, auth, bookings, catalog, cooperatives, members, offerings, ops, payments, reviews
 
 API_PREFIX = "/api/v1"
 
@@ -54,11 +66,13 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     quotes.set_memo_size(settings.quote_memo_size)
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.include_router(ops.router)
-    for router in (auth.router, catalog.router, cooperatives.router, audit.router, members.router,
-                   offerings.router, bookings.router, reviews.router, payments.router,
-                   accounts.router):
+    # Starlette tries the routes in order until one matches: the hot ones (matches, accept, the
+    # webhook) first. No two routes match the same method and path (tests/e2e/test_routes.py), so
+    # the order changes nothing else.
+    for router in (bookings.router, payments.router, auth.router, catalog.router, cooperatives.router,
+                   audit.router, members.router, offerings.router, reviews.router, accounts.router):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(ops.router)
     return app
 
 

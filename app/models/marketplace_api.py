@@ -64,6 +64,18 @@ class Match(BaseModel):
     why: dict[str, Any]
 
 
+class MatchesQuery(BaseModel):
+    """GET /matches' query (parsed by `deps.query_model`; unknown parameters are ignored, as for
+    any route's query)."""
+
+    service_id: uuid.UUID
+    starts_at: AwareDatetime
+    duration_minutes: int = Field(ge=15, le=MAX_BOOKING_MINUTES)
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    max_price_cents: int | None = Field(default=None, gt=0)
+
+
 class BookingCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 

@@ -4,16 +4,31 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
 from pydantic_core import to_json
 
-from app.deps import (BEARER_SECURITY, PRINCIPAL, ClientUser, CurrentUser, GatewayDep, NowDep,
-                      RateCardsDep, SessionDep, WorkerUser, bearer_claims, load_principal, principal_of, wrong_role)
+from app.deps import (
+    BEARER_SECURITY,
+    PRINCIPAL,
+    ClientUser,
+    CurrentUser,
+    GatewayDep,
+    NowDep,
+    RateCardsDep,
+    SessionDep,
+    WorkerUser,
+    bearer_claims,
+    load_principal,
+    principal_of,
+    query_model,
+    query_parameters,
+    wrong_role,
+)
 from app.errors import Forbidden, Invalid
 from app.models import Booking
-from app.models.marketplace import BOOKING_STATUSES, MAX_BOOKING_MINUTES
+from app.models.marketplace import BOOKING_STATUSES
 from app.models.marketplace_api import (
     BookingCreate,
     BookingEventPublic,
@@ -22,6 +37,7 @@ from app.models.marketplace_api import (
     CompleteIn,
     Location,
     Match,
+    MatchesQuery,
     OfferPublic,
     PaymentPublic,
 )
@@ -57,31 +73,29 @@ def _actor(user) -> Actor:
     return Actor(user.user_id, user.role, user.member_id)
 
 
-@router.get("/matches", response_model=list[Match], openapi_extra=BEARER_SECURITY)
-async def get_matches(
-    request: Request, service_id: uuid.UUID, starts_at: AwareDatetime,
-    duration_minutes: Annotated[int, Query(ge=15, le=MAX_BOOKING_MINUTES)],
-    lat: Annotated[float, Query(ge=-90, le=90)], lon: Annotated[float, Query(ge=-180, le=180)],
-    max_price_cents: Annotated[int | None, Query(gt=0)] = None,
-) -> Response:
+@router.get("/matches", response_model=list[Match],
+            openapi_extra={**BEARER_SECURITY, **query_parameters(MatchesQuery)})
+async def get_matches(request: Request) -> Response:
     """Ranked workers available for the slot, each with the price and where every euro goes.
 
-    A hot path (clients search before every booking): on PostgreSQL the caller's account, the
-    service, its cooperative, the fee schedule in force and the cooperative's supply counters are
-    read in ONE statement, and the search then runs from the supply index in memory."""
+    A hot path (clients search before every booking): the query is validated as one model
+    (`query_model`, no per-parameter work), on PostgreSQL the caller's account, the service, its
+    cooperative, the fee schedule in force and the cooperative's supply counters are read in ONE
+    statement, and the search then runs from the supply index in memory."""
+    q = query_model(request, MatchesQuery)
     state = request.app.state
     claims, db, now = bearer_claims(request), state.db, state.clock()
     # Statements on their own, outside any transaction; it connects only if a step needs it.
-    async with db.sessionmaker(bind=db.autocommit) as session:
+    async with db.lazy_session() as session:
         snapshot = None
         if db.settings.is_sqlite:
             user = await load_principal(db, claims)
             _client_only(user)
-            context = await bookings.search_context(session, service_id=service_id,
+            context = await bookings.search_context(session, service_id=q.service_id,
                                                     cooperative_id=user.cooperative_id, at=now)
         else:
             found = await bookings.matches_context(db, _MATCHES_CONTEXT, user_id=claims.user_id,
-                                                   service_id=service_id, cooperative_id=claims.cooperative_id,
+                                                   service_id=q.service_id, cooperative_id=claims.cooperative_id,
                                                    at=now)
             user = principal_of(found and found.caller, claims)
             _client_only(user)
@@ -90,20 +104,20 @@ async def get_matches(
             context = found.context
             snapshot = matching.Snapshot(db, found.supply_freshness, now)
         priced = await bookings.priced_matches(session, state.rate_cards, cooperative_id=user.cooperative_id,
-                                               service=context.service, starts_at=starts_at,
-                                               duration_minutes=duration_minutes, lat=lat, lon=lon, now=now,
-                                               max_price_cents=max_price_cents,
+                                               service=context.service, starts_at=q.starts_at,
+                                               duration_minutes=q.duration_minutes, lat=q.lat, lon=q.lon, now=now,
+                                               max_price_cents=q.max_price_cents,
                                                limit=context.coop_settings.matches_limit, context=context,
                                                snapshot=snapshot)
     # Plain JSON (the fields of `Match`, in its order): every value is already of its API type, and
-    # validating twenty nested breakdowns again would cost more than the ranking; pydantic's core
-    # writes it.
-    return Response(to_json([{
+    # validating twenty nested breakdowns again would cost more than the ranking. Each quote's
+    # breakdown was written once, with the quote (quotes are shared between searches).
+    return Response(orjson.dumps([{
         "worker_id": p.ranked.candidate.member_id, "display_name": p.ranked.candidate.display_name,
         "rating": p.ranked.rating, "rating_count": p.ranked.candidate.rating_count,
         "distance_km": round(p.ranked.distance_km, 2), "hourly_rate_cents": p.ranked.candidate.hourly_rate_cents,
-        "price_cents": p.quote.breakdown.price_cents, "breakdown": p.quote.public_breakdown,
-        "score": round(p.ranked.score, 6), "why": p.ranked.why} for p in priced]), media_type="application/json")
+        "price_cents": p.quote.breakdown.price_cents, "breakdown": p.quote.public_breakdown_json,
+        "score": p.ranked.why["score"], "why": p.ranked.why} for p in priced]), media_type="application/json")
 
 
 _MATCHES_CONTEXT = bookings.caller_and_search_context(PRINCIPAL)

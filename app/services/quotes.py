@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import fees
@@ -44,14 +45,22 @@ class QuoteContext:
     rate_card: fees.RateCard
     currency: str
     default_expected_gross_cents: int
-    # The rate card read once per salary level for this request's quotes (most use the default).
-    _rates: dict[int, fees.SalaryRates] = field(default_factory=dict, compare=False, repr=False)
+    # The rate card read once per salary level for this request's quotes (most use the default),
+    # with the part of the quote memo's key they fix.
+    _rates: dict[int, tuple[fees.SalaryRates, tuple]] = field(default_factory=dict, compare=False, repr=False)
 
     def rates(self, expected_monthly_gross_cents: int | None) -> fees.SalaryRates:
+        return self._rates_and_key(expected_monthly_gross_cents)[0]
+
+    def _rates_and_key(self, expected_monthly_gross_cents: int | None) -> tuple[fees.SalaryRates, tuple]:
         gross = expected_monthly_gross_cents or self.default_expected_gross_cents
         found = self._rates.get(gross)
         if found is None:
-            found = self._rates[gross] = self.rate_card.rates_at(gross)
+            rates = self.rate_card.rates_at(gross)
+            # (The rates as text: Decimal("0.7") == Decimal("0.70"), but the terms frozen with a
+            # booking write them out.)
+            found = self._rates[gross] = (rates, (self.schedule_id, self.schedule, str(rates.gross_per_cost),
+                                                  str(rates.net_per_gross), self.rate_card.period, self.currency))
         return found
 
 
@@ -62,6 +71,8 @@ class Quote:
     terms: dict[str, Any]
     # `breakdown.to_dict()`, made once: for answers that only serialize it (GET /matches).
     public_breakdown: dict[str, Any] = field(compare=False, repr=False)
+    # ... and written as JSON once, to be spliced into such an answer by orjson as it is.
+    public_breakdown_json: orjson.Fragment = field(compare=False, repr=False)
 
 
 async def context(session: AsyncSession, rate_cards, *, cooperative: Cooperative, coop_settings: CooperativeSettings,
@@ -82,11 +93,8 @@ def quote(ctx: QuoteContext, *, hourly_rate_cents: int, minutes: int, vat_rate_b
     prices twenty members whose rates, mostly whole euros, repeat from one search to the next. The
     Quote returned may be shared: never mutate it (or its `terms`); `Breakdown.to_dict()` gives a
     fresh dict."""
-    rates = ctx.rates(expected_monthly_gross_cents)
-    # (The rates as text: Decimal("0.7") == Decimal("0.70"), but the terms frozen with a booking
-    # write them out.)
-    key = (ctx.schedule_id, ctx.schedule, str(rates.gross_per_cost), str(rates.net_per_gross), ctx.rate_card.period,
-           ctx.currency, hourly_rate_cents, minutes, vat_rate_bps, yearly_turnover_before_cents)
+    rates, fixed = ctx._rates_and_key(expected_monthly_gross_cents)
+    key = (*fixed, hourly_rate_cents, minutes, vat_rate_bps, yearly_turnover_before_cents)
     found = _QUOTES.get(key)
     if found is None:
         found = _quote(ctx, rates, hourly_rate_cents=hourly_rate_cents, minutes=minutes, vat_rate_bps=vat_rate_bps,
@@ -132,7 +140,8 @@ def _quote(ctx: QuoteContext, rates: fees.SalaryRates, *, hourly_rate_cents: int
         "yearly_turnover_before_cents": yearly_turnover_before_cents,
         "currency": ctx.currency,
     }
-    return Quote(excl, breakdown, terms, breakdown.to_dict())
+    public = breakdown.to_dict()
+    return Quote(excl, breakdown, terms, public, orjson.Fragment(orjson.dumps(public)))
 
 
 def schedule_from_terms(terms: dict[str, Any]) -> fees.FeeSchedule:

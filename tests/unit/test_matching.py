@@ -95,3 +95,49 @@ def test_the_ranking_computes_the_published_formula_for_every_candidate(weights)
         assert r.score == pytest.approx(score, abs=1e-12) and r.distance_km == pytest.approx(d, abs=1e-9)
         assert (r.distance_term, r.rating_term, r.fair_share_term) == pytest.approx(terms, abs=1e-12)
     assert 50 < len(ranked) < 300  # some are out of their radius, most are not
+
+
+def _ranking(n: int, seed: int = 11):
+    import random
+
+    from app.domain.matching import Pool, rank_pool
+
+    rng = random.Random(seed)
+    candidates = [cand(f"m{i:03d}", km_north=rng.uniform(-9, 9), radius=30.0,
+                       ratings=rng.choice([(0, 0), (5, 1), (37, 9), (12, 4), (101, 23)]),
+                       minutes=rng.choice([0, 45, 90, 600, 9001]))
+                  for i in range(n)]
+    return candidates, rank_pool(Pool.of(candidates), lat=LYON[0], lon=LYON[1], weights=Weights(30, 20, 50))
+
+
+def test_why_is_each_term_rounded_as_documented_for_every_rank():
+    # The terms are rounded a chunk of members at a time (numpy): the same numbers round() gives.
+    candidates, ranking = _ranking(150)
+    by_id = {c.member_id: c for c in candidates}
+    assert len(ranking) == 150
+    for r in ranking:  # past the first chunks too
+        c = by_id[r.candidate.member_id]
+        assert r.candidate == c
+        assert r.why == {
+            "score": round(r.score, 6), "distance_km": round(r.distance_km, 3),
+            "distance_term": round(r.distance_term, 6),
+            "rating": None if c.rating_count == 0 else round(c.rating_sum / c.rating_count, 3),
+            "rating_count": c.rating_count, "bayesian_rating": round(r.bayesian_rating, 4),
+            "rating_term": round(r.rating_term, 6), "booked_hours_this_month": round(c.booked_minutes_this_month / 60, 2),
+            "fair_share_term": round(r.fair_share_term, 6), "weights": {"distance": 30, "rating": 20, "fair_share": 50},
+            "formula": r.why["formula"]}
+        assert r.rating == (None if c.rating_count == 0 else c.rating_sum / c.rating_count)
+
+
+def test_the_ranking_reads_the_same_by_index_as_by_iteration():
+    _, ranking = _ranking(120)
+    by_index = [ranking[k] for k in (119, 0, 85, 20, 19, 84, 21)]  # out of order, across chunk edges
+    listed = list(ranking)
+    assert by_index == [listed[k] for k in (119, 0, 85, 20, 19, 84, 21)]
+    assert ranking[-1] == listed[-1] and ranking[10:13] == listed[10:13]
+    with pytest.raises(IndexError):
+        ranking[120]
+    with pytest.raises(IndexError):
+        ranking[-121]
+    _, fresh = _ranking(120)
+    assert list(fresh) == listed  # the same input ranks the same way
