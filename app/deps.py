@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
-from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -131,7 +130,7 @@ def query_model(request: Request, model: type[QueryModel]) -> QueryModel:
     last of repeated keys wins, blank values kept, unknown keys ignored), and a failure is the same
     RequestValidationError as FastAPI's, each error located at ("query", name).
     `query_parameters(model)` documents the parameters in the OpenAPI operation."""
-    values = dict(parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    values = dict(request.query_params)  # (FastAPI parsed it already, for the parameters it has none of)
     try:
         return model.model_validate(values)
     except ValidationError as exc:

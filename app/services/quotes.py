@@ -7,6 +7,7 @@ duration or a cancellation fee is split with exactly the same rules later.
 """
 from __future__ import annotations
 
+import itertools
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,21 +47,22 @@ class QuoteContext:
     currency: str
     default_expected_gross_cents: int
     # The rate card read once per salary level for this request's quotes (most use the default),
-    # with the part of the quote memo's key they fix.
-    _rates: dict[int, tuple[fees.SalaryRates, tuple]] = field(default_factory=dict, compare=False, repr=False)
+    # with the number standing for the part of the quote memo's key they fix (`_fixed_id`).
+    _rates: dict[int, tuple[fees.SalaryRates, int]] = field(default_factory=dict, compare=False, repr=False)
 
     def rates(self, expected_monthly_gross_cents: int | None) -> fees.SalaryRates:
         return self._rates_and_key(expected_monthly_gross_cents)[0]
 
-    def _rates_and_key(self, expected_monthly_gross_cents: int | None) -> tuple[fees.SalaryRates, tuple]:
+    def _rates_and_key(self, expected_monthly_gross_cents: int | None) -> tuple[fees.SalaryRates, int]:
         gross = expected_monthly_gross_cents or self.default_expected_gross_cents
         found = self._rates.get(gross)
         if found is None:
             rates = self.rate_card.rates_at(gross)
             # (The rates as text: Decimal("0.7") == Decimal("0.70"), but the terms frozen with a
             # booking write them out.)
-            found = self._rates[gross] = (rates, (self.schedule_id, self.schedule, str(rates.gross_per_cost),
-                                                  str(rates.net_per_gross), self.rate_card.period, self.currency))
+            found = self._rates[gross] = (rates, _fixed_id((
+                self.schedule_id, self.schedule, str(rates.gross_per_cost), str(rates.net_per_gross),
+                self.rate_card.period, self.currency)))
         return found
 
 
@@ -94,7 +96,7 @@ def quote(ctx: QuoteContext, *, hourly_rate_cents: int, minutes: int, vat_rate_b
     Quote returned may be shared: never mutate it (or its `terms`); `Breakdown.to_dict()` gives a
     fresh dict."""
     rates, fixed = ctx._rates_and_key(expected_monthly_gross_cents)
-    key = (*fixed, hourly_rate_cents, minutes, vat_rate_bps, yearly_turnover_before_cents)
+    key = (fixed, hourly_rate_cents, minutes, vat_rate_bps, yearly_turnover_before_cents)
     found = _QUOTES.get(key)
     if found is None:
         found = _quote(ctx, rates, hourly_rate_cents=hourly_rate_cents, minutes=minutes, vat_rate_bps=vat_rate_bps,
@@ -108,6 +110,23 @@ def quote(ctx: QuoteContext, *, hourly_rate_cents: int, minutes: int, vat_rate_b
 
 _QUOTES: dict[tuple, Quote] = {}
 _QUOTES_MAX = 20_000
+
+# The memo's key starts with a number standing for the schedule, the salary rates, the period and
+# the currency (found once per request and salary level), so that a quote's lookup hashes five
+# integers, not the schedule. Numbers are never reused, even after the table is emptied: a context
+# made before that keeps a number no new key gets, and only misses the memo.
+_FIXED_IDS: dict[tuple, int] = {}
+_FIXED_IDS_MAX = 1_000
+_NEXT_FIXED_ID = itertools.count()
+
+
+def _fixed_id(fixed: tuple) -> int:
+    found = _FIXED_IDS.get(fixed)
+    if found is None:
+        if len(_FIXED_IDS) >= _FIXED_IDS_MAX:
+            _FIXED_IDS.clear()
+        found = _FIXED_IDS[fixed] = next(_NEXT_FIXED_ID)
+    return found
 
 
 def set_memo_size(size: int) -> None:

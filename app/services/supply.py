@@ -122,6 +122,13 @@ def _micros(t: datetime) -> int:
     return (t - _EPOCH) // timedelta(microseconds=1)
 
 
+def _objects(values: list) -> np.ndarray:
+    """A 1-D array of the Python objects themselves (never split into characters or sub-arrays)."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
 @dataclass(frozen=True)
 class CooperativeSupply:
     """One cooperative's static half, as arrays (position i = member i)."""
@@ -129,14 +136,14 @@ class CooperativeSupply:
     version: int
     member_uuids: tuple[uuid.UUID, ...]
     positions: dict[uuid.UUID, int]
-    display_names: tuple[str, ...]
+    display_names: np.ndarray  # object: the names themselves, taken for a search's members at C speed
     lat: np.ndarray
     lon: np.ndarray
     radius_km: np.ndarray
     member_id_array: np.ndarray  # str, for the ranking's ties
     rating_sum: np.ndarray
     rating_count: np.ndarray
-    expected_gross: tuple[int | None, ...]
+    expected_gross: np.ndarray  # object: int or None
     offers: dict[uuid.UUID, tuple[np.ndarray, np.ndarray]]  # service -> (member positions, hourly rates)
     window_member: np.ndarray  # window -> member position
     window_start: np.ndarray   # µs since the epoch
@@ -155,13 +162,13 @@ class CooperativeSupply:
         windows = row["windows"] or []
         return cls(
             version=row["version"], member_uuids=uuids, positions=positions,
-            display_names=tuple(m[1] for m in members),
+            display_names=_objects([m[1] for m in members]),
             lat=np.array([m[2] for m in members], dtype=float), lon=np.array([m[3] for m in members], dtype=float),
             radius_km=np.array([m[4] for m in members], dtype=float),
             member_id_array=np.array([str(u) for u in uuids], dtype=str),
             rating_sum=np.array([m[5] for m in members], dtype=np.int64),
             rating_count=np.array([m[6] for m in members], dtype=np.int64),
-            expected_gross=tuple(m[7] for m in members),
+            expected_gross=_objects([m[7] for m in members]),
             offers={s: (np.array(at, dtype=np.int64), np.array(rates, dtype=np.int64))
                     for s, (at, rates) in by_service.items()},
             window_member=np.array([positions[w[0]] for w in windows], dtype=np.int64),
@@ -295,12 +302,11 @@ class SupplyIndex:
     @staticmethod
     def _as_pool(supply: CooperativeSupply, members: np.ndarray, rates: np.ndarray,
                  booked: np.ndarray) -> matching.Pool:
-        listed = members.tolist()
         return matching.Pool(
-            supply.member_id_array[members], [supply.display_names[i] for i in listed],
+            supply.member_id_array[members], supply.display_names[members],
             supply.lat[members], supply.lon[members], supply.radius_km[members], rates,
             supply.rating_sum[members], supply.rating_count[members], booked,
-            [supply.expected_gross[i] for i in listed])
+            supply.expected_gross[members])
 
     async def pool(self, driver, *, cooperative_id: uuid.UUID, service_id: uuid.UUID, starts_at: datetime,
                    ends_at: datetime, lat: float, lon: float, only_member: uuid.UUID | None = None,

@@ -92,3 +92,15 @@ def test_a_memo_size_of_zero_computes_every_quote():
         assert again is not first and again == first and not quotes._QUOTES
     finally:
         quotes.set_memo_size(20_000)
+
+
+def test_a_context_from_before_the_key_table_was_emptied_never_gets_another_schedules_quote(monkeypatch):
+    monkeypatch.setattr(quotes, "_FIXED_IDS_MAX", 1)
+    old = _ctx()
+    first = quotes.quote(old, hourly_rate_cents=5000, minutes=180, vat_rate_bps=2000)
+    other_schedule = dataclasses.replace(EXAMPLE_SCHEDULE, contribution_rate_bps=1500)
+    other = quotes.quote(_ctx(schedule=other_schedule), hourly_rate_cents=5000, minutes=180, vat_rate_bps=2000)
+    # the table of keys was emptied for the second schedule: the first context still prices its own
+    again = quotes.quote(old, hourly_rate_cents=5000, minutes=180, vat_rate_bps=2000)
+    assert again.breakdown == first.breakdown != other.breakdown
+    assert again.terms["schedule"]["contribution_rate_bps"] == EXAMPLE_SCHEDULE.contribution_rate_bps
