@@ -120,30 +120,40 @@ def bearer_claims(request: Request) -> AccessClaims:
 # What `Depends(HTTPBearer())` adds to a route's OpenAPI operation.
 BEARER_SECURITY = {"security": [{"HTTPBearer": []}]}
 
-QueryModel = TypeVar("QueryModel", bound=BaseModel)
+ParamsModel = TypeVar("ParamsModel", bound=BaseModel)
 
 
-def query_model(request: Request, model: type[QueryModel]) -> QueryModel:
+def query_model(request: Request, model: type[ParamsModel]) -> ParamsModel:
     """The query string validated as `model`, for a hot route that declares no parameter: FastAPI
     re-derives each declared parameter's kind on every request (a tenth of GET /matches' time),
-    while one model validation does the same checks at once. Parsed as Starlette parses it (the
+    while one model validation does the same checks at once. Read as Starlette parses it (the
     last of repeated keys wins, blank values kept, unknown keys ignored), and a failure is the same
     RequestValidationError as FastAPI's, each error located at ("query", name).
-    `query_parameters(model)` documents the parameters in the OpenAPI operation."""
-    values = dict(request.query_params)  # (FastAPI parsed it already, for the parameters it has none of)
+    `route_parameters(model, "query")` documents the parameters in the OpenAPI operation."""
+    # (FastAPI parsed the query string already, for the parameters it has none of.)
+    return _validated(model, dict(request.query_params), "query")
+
+
+def path_model(request: Request, model: type[ParamsModel]) -> ParamsModel:
+    """The path parameters validated as `model`, as `query_model` does the query (the route's path
+    declares them; `route_parameters(model, "path")` documents them)."""
+    return _validated(model, request.path_params, "path")
+
+
+def _validated(model: type[ParamsModel], values: Any, where: str) -> ParamsModel:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])}
+        raise RequestValidationError([{**e, "loc": (where, *e["loc"])}
                                       for e in exc.errors(include_url=False)]) from None
 
 
-def query_parameters(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI `parameters` of `model`'s fields as query parameters (for `openapi_extra`)."""
+def route_parameters(model: type[BaseModel], where: str) -> list[dict[str, Any]]:
+    """The OpenAPI `parameters` of `model`'s fields, in the query or the path (for `openapi_extra`)."""
     schema = model.model_json_schema()
     required = set(schema.get("required", ()))
-    return {"parameters": [{"name": name, "in": "query", "required": name in required, "schema": prop}
-                           for name, prop in schema["properties"].items()]}
+    return [{"name": name, "in": where, "required": where == "path" or name in required, "schema": prop}
+            for name, prop in schema["properties"].items()]
 
 
 async def load_principal(db: Database, claims: AccessClaims) -> Principal:

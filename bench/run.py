@@ -531,6 +531,26 @@ def postgres_cpu_seconds() -> float:
     return sum(cpu for _, name, _, cpu in bench_profile.processes() if name == "postgres")
 
 
+def cpu_times() -> tuple[int, int]:
+    """(steal, total) clock ticks of all CPUs since boot (/proc/stat; (0, 0) elsewhere). Steal is
+    time the hypervisor ran something else while this VM wanted the CPU: over a row, its share says
+    how much slower than itself the machine was (this box has seen 0% and 30% in one session)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0, 0
+    return fields[7], sum(fields)
+
+
+def steal_note(before: tuple[int, int], after: tuple[int, int]) -> str | None:
+    total = after[1] - before[1]
+    share = (after[0] - before[0]) / total if total > 0 else 0.0
+    if share < 0.01:
+        return None
+    return (f"⚠ CPU steal {share:.0%} during the measured run (the hypervisor ran something else on these "
+            "cores): this row ran on a slower machine than the others may have")
+
+
 def send(url: str, method: str, headers: dict[str, str], body: str | bytes | None,
          timeout: float = 60) -> tuple[int, str, float]:
     """One request (preflight, warming): (status, body (first MB), seconds)."""
@@ -605,10 +625,12 @@ def bench_endpoint(ep: Endpoint, ctx: Context, args, wrk: str) -> Row:
     if ep.run is not None:  # measured by another tool (pgbench)
         if args.warmup > 0:
             ep.run(ctx, args, args.warmup)
+        steal_before = cpu_times()
         result = ep.run(ctx, args, args.duration)
+        stolen = steal_note(steal_before, cpu_times())
         (RESULTS / "raw").mkdir(exist_ok=True)
         (RESULTS / "raw" / f"{slug}.txt").write_text(result.raw)
-        row = Row(ep, "—", result)
+        row = Row(ep, "—", result, notes=[stolen] if stolen else [])
         if ep.verify is not None:
             row.notes.append(asyncio.run(ep.verify(ctx, row)))
         return row
@@ -669,8 +691,10 @@ def bench_endpoint(ep: Endpoint, ctx: Context, args, wrk: str) -> Row:
         if args.profile and ep.target == "app" else None
     stripe = ctx.servers.get("stripe") if ep.target == "app" else None
     stripe_before = group_cpu_seconds(stripe.proc.pid) if stripe else 0.0
-    cpu_before, pg_before = group_cpu_seconds(server.proc.pid), postgres_cpu_seconds()
+    cpu_before, pg_before, steal_before = group_cpu_seconds(server.proc.pid), postgres_cpu_seconds(), cpu_times()
     result = wrk_run(script, args.duration)
+    if stolen := steal_note(steal_before, cpu_times()):
+        notes.append(stolen)
     cpu = group_cpu_seconds(server.proc.pid) - cpu_before
     pg_cpu = postgres_cpu_seconds() - pg_before
     if stripe and (stripe_cpu := group_cpu_seconds(stripe.proc.pid) - stripe_before) > 0.05:

@@ -87,6 +87,9 @@ class SalaryRates:
         object.__setattr__(self, "_net_ratio", n.as_integer_ratio())
 
 
+_RATES_MEMO_MAX = 4096  # distinct salary levels remembered per rate card
+
+
 @dataclass(frozen=True)
 class RateCard:
     """Monthly payroll figures of a period on a grid of gross salaries (from the payroll engine)."""
@@ -122,6 +125,9 @@ class RateCard:
             raise InvalidRateCard("min_net_hourly_cents must not be negative")
         if not _PERIOD_RE.fullmatch(str(self.period)):
             raise InvalidRateCard(f"period must be 'YYYY-MM', got {self.period!r}")
+        # rates_at's answers (a pure function of the card): every search asks again for the few
+        # salary levels of the members it shows.
+        object.__setattr__(self, "_rates_memo", {})
 
     def rates_at(self, monthly_gross_cents: int) -> SalaryRates:
         """Rates at a monthly gross: linear interpolation of cost and net between grid points.
@@ -129,6 +135,15 @@ class RateCard:
         Interpolating the amounts (not the ratios) keeps the card's own figures exact at grid
         points; outside the grid the end point's rates apply (clamped).
         """
+        memo: dict[int, SalaryRates] = self._rates_memo  # type: ignore[attr-defined]
+        found = memo.get(monthly_gross_cents)
+        if found is None:
+            if len(memo) >= _RATES_MEMO_MAX:
+                memo.clear()
+            found = memo[monthly_gross_cents] = self._rates_at(monthly_gross_cents)
+        return found
+
+    def _rates_at(self, monthly_gross_cents: int) -> SalaryRates:
         grosses = self.gross_cents
         i = bisect_right(grosses, monthly_gross_cents) - 1
         last = len(grosses) - 1

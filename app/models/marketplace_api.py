@@ -64,6 +64,12 @@ class Match(BaseModel):
     why: dict[str, Any]
 
 
+class BookingPath(BaseModel):
+    """The path of the hot routes on one booking (parsed by `deps.path_model`)."""
+
+    booking_id: uuid.UUID
+
+
 class MatchesQuery(BaseModel):
     """GET /matches' query (parsed by `deps.query_model`; unknown parameters are ignored, as for
     any route's query)."""

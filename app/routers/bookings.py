@@ -21,9 +21,10 @@ from app.deps import (
     WorkerUser,
     bearer_claims,
     load_principal,
+    path_model,
     principal_of,
     query_model,
-    query_parameters,
+    route_parameters,
     wrong_role,
 )
 from app.errors import Forbidden, Invalid
@@ -32,6 +33,7 @@ from app.models.marketplace import BOOKING_STATUSES
 from app.models.marketplace_api import (
     BookingCreate,
     BookingEventPublic,
+    BookingPath,
     BookingPublic,
     CancelIn,
     CompleteIn,
@@ -74,7 +76,7 @@ def _actor(user) -> Actor:
 
 
 @router.get("/matches", response_model=list[Match],
-            openapi_extra={**BEARER_SECURITY, **query_parameters(MatchesQuery)})
+            openapi_extra={**BEARER_SECURITY, "parameters": route_parameters(MatchesQuery, "query")})
 async def get_matches(request: Request) -> Response:
     """Ranked workers available for the slot, each with the price and where every euro goes.
 
@@ -172,12 +174,15 @@ async def get_offers(user: WorkerUser, session: SessionDep, now: NowDep) -> list
             for o, b in await bookings.open_offers(session, member_id=user.member_id, now=now)]
 
 
-@router.post("/bookings/{booking_id}/accept", response_model=BookingPublic, openapi_extra=BEARER_SECURITY)
-async def accept(booking_id: uuid.UUID, request: Request) -> Response:
-    """The hot path of open bookings: no dependency to solve (the app's state is read directly, the
-    token verified by `bearer_claims`); the account behind the token is checked by the acceptance's
-    own statement, and read again only to explain a refusal (a stale token is a 401 before
-    anything else, as on every route)."""
+@router.post("/bookings/{booking_id}/accept", response_model=BookingPublic,
+             openapi_extra={**BEARER_SECURITY, "parameters": route_parameters(BookingPath, "path")})
+async def accept(request: Request) -> Response:
+    """The hot path of open bookings: no dependency to solve and no parameter for FastAPI to
+    validate (`path_model`; the app's state is read directly, the token verified by
+    `bearer_claims`); the account behind the token is checked by the acceptance's own statement,
+    and read again only to explain a refusal (a stale token is a 401 before anything else, as on
+    every route)."""
+    booking_id = path_model(request, BookingPath).booking_id
     state = request.app.state
     claims, db, now = bearer_claims(request), state.db, state.clock()
     if claims.role != "worker":

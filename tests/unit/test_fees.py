@@ -510,3 +510,21 @@ def test_fair_pay_floor_steps_over_a_rounding_dip():
         vat_rate_bps=0, schedule=schedule, rates=rates, min_net_hourly_cents=32
     )
     assert floor == 112
+
+
+def test_rates_at_remembers_its_answers_per_card_and_stays_bounded(monkeypatch):
+    import dataclasses
+
+    from app.domain import fees
+
+    card = dataclasses.replace(CARD)  # a card of its own: an empty memo
+    levels = [1, 200000, 212345, 250000, 299999, 300000, 387654, 400000, 10**9]
+    first = [card.rates_at(g) for g in levels]
+    assert [card.rates_at(g) for g in levels] == first == [card._rates_at(g) for g in levels]
+    assert all(card.rates_at(g) is r for g, r in zip(levels, first))  # the same answers, not recomputed
+    other = dataclasses.replace(card, net_cents=tuple(n - 100 for n in card.net_cents))
+    assert other.rates_at(250000) != card.rates_at(250000)  # another card never answers from this one
+    monkeypatch.setattr(fees, "_RATES_MEMO_MAX", 4)
+    for g in range(200000, 200050):
+        assert card.rates_at(g) == card._rates_at(g)
+    assert len(card._rates_memo) <= 4

@@ -1,6 +1,7 @@
-"""GET /matches validates its query itself (`deps.query_model`, one model instead of FastAPI's
-per-parameter work): its answers to bad input must stay exactly those FastAPI gives for the same
-parameters declared the usual way, and the OpenAPI document must still list them."""
+"""GET /matches and POST /bookings/{id}/accept validate their parameters themselves
+(`deps.query_model`, `deps.path_model`: one model instead of FastAPI's per-parameter work): their
+answers to bad input must stay exactly those FastAPI gives for the same parameters declared the
+usual way, and the OpenAPI document must still list them."""
 from __future__ import annotations
 
 import uuid
@@ -12,12 +13,16 @@ from fastapi import FastAPI, Query
 from pydantic import AwareDatetime
 
 from app.models.marketplace import MAX_BOOKING_MINUTES
-from tests.market import make_market, next_day_at
+from tests.market import booking_body, make_market, next_day_at
 
 
 def _declared_the_usual_way() -> FastAPI:
     """The route's parameters as FastAPI parameters (what GET /matches declared before)."""
     reference = FastAPI()
+
+    @reference.post("/bookings/{booking_id}/accept")
+    async def accept(booking_id: uuid.UUID) -> dict:
+        return {}
 
     @reference.get("/matches")
     async def matches(service_id: uuid.UUID, starts_at: AwareDatetime,
@@ -102,3 +107,36 @@ async def test_the_openapi_document_lists_the_query_parameters(root_client, db):
     assert params["service_id"]["schema"]["format"] == "uuid"
     assert operation["security"] == [{"HTTPBearer": []}]
     assert "200" in operation["responses"]
+
+
+@pytest.mark.parametrize("booking_id", ["not-a-uuid", "123", "0b6a4d2e-9f1c-4d8e-8a57-3c1f0e9d2b6", "%20",
+                                        "0b6a4d2e-9f1c-4d8e-8a57-3c1f0e9d2b6g"])
+async def test_a_malformed_booking_id_to_accept_gets_the_same_422_as_a_fastapi_parameter(client, db, booking_id):
+    reference = httpx.AsyncClient(transport=httpx.ASGITransport(app=_declared_the_usual_way()), base_url="http://ref")
+    async with reference:
+        expected = await reference.post(f"/bookings/{booking_id}/accept")
+    assert expected.status_code == 422
+    resp = await client.post(f"/bookings/{booking_id}/accept")  # (before the token, as FastAPI would)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["details"] == _details(expected.json()["detail"])
+    assert resp.json()["error"]["details"][0]["loc"] == ["path", "booking_id"]
+
+
+async def test_a_booking_id_in_another_accepted_spelling_is_the_same_booking(client, db, settings):
+    # pydantic reads a UUID without hyphens (or in capitals) too, as FastAPI's parameter did.
+    market = await make_market(client, db, settings, workers=1)
+    worker = market.workers[0]
+    created = await client.post("/bookings", headers=market.client.headers,
+                                json=booking_body(market, worker_id=worker.member_id))
+    assert created.status_code == 201, created.text
+    spelled = uuid.UUID(created.json()["id"]).hex.upper()
+    resp = await client.post(f"/bookings/{spelled}/accept", headers=worker.headers)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["id"] == created.json()["id"] and resp.json()["status"] == "accepted"
+
+
+async def test_the_openapi_document_lists_the_booking_id_of_accept(root_client, db):
+    operation = (await root_client.get("/openapi.json")).json()["paths"]["/api/v1/bookings/{booking_id}/accept"]
+    assert [(p["name"], p["in"], p["required"], p["schema"].get("format")) for p in operation["post"]["parameters"]] \
+        == [("booking_id", "path", True, "uuid")]
+    assert operation["post"]["security"] == [{"HTTPBearer": []}]
