@@ -478,7 +478,9 @@ class Server:
 def start_server(name: str, app_ref: str, port: int, env: dict[str, str], workers: int) -> Server:
     log = RESULTS / "logs" / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "uvicorn", app_ref, "--workers", str(workers), "--port", str(port),
+    # One listening socket per worker (SO_REUSEPORT, bench/serve.py), not uvicorn --workers' shared
+    # one: wrk's connections then split evenly between the workers.
+    cmd = [sys.executable, str(ROOT / "bench" / "serve.py"), app_ref, "--workers", str(workers), "--port", str(port),
            "--host", "127.0.0.1", "--no-access-log"]
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -523,6 +525,27 @@ def stop_server(server: Server) -> None:
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU time of every live process in a process group."""
     return sum(cpu for _, _, group, cpu in bench_profile.processes() if group == pgid)
+
+
+def worker_cpu_seconds(pgid: int) -> dict[int, float]:
+    """CPU seconds of each process of a server's group except its leader (the uvicorn workers)."""
+    return {pid: cpu for pid, _, group, cpu in bench_profile.processes() if group == pgid and pid != pgid}
+
+
+def balance_note(before: dict[int, float], after: dict[int, float]) -> str | None:
+    """The uvicorn workers share one listening socket and wrk opens its connections at once: the
+    kernel may hand most of them to one worker, which then saturates its core while the other idles
+    (the app's throughput then drops, whatever its cost per request). Said when one worker did more
+    than 60% of the work."""
+    used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+    total = sum(used.values())
+    if len(used) < 2 or total <= 0:
+        return None
+    shares = sorted((u / total for u in used.values()), reverse=True)
+    if shares[0] <= 0.6:
+        return None
+    return ("⚠ uneven load: the uvicorn workers did " + " / ".join(f"{x:.0%}" for x in shares)
+            + " of the app's CPU (wrk's connections landed mostly on one): throughput is capped by one core")
 
 
 def postgres_cpu_seconds() -> float:
@@ -692,9 +715,12 @@ def bench_endpoint(ep: Endpoint, ctx: Context, args, wrk: str) -> Row:
     stripe = ctx.servers.get("stripe") if ep.target == "app" else None
     stripe_before = group_cpu_seconds(stripe.proc.pid) if stripe else 0.0
     cpu_before, pg_before, steal_before = group_cpu_seconds(server.proc.pid), postgres_cpu_seconds(), cpu_times()
+    workers_before = worker_cpu_seconds(server.proc.pid)
     result = wrk_run(script, args.duration)
     if stolen := steal_note(steal_before, cpu_times()):
         notes.append(stolen)
+    if uneven := balance_note(workers_before, worker_cpu_seconds(server.proc.pid)):
+        notes.append(uneven)
     cpu = group_cpu_seconds(server.proc.pid) - cpu_before
     pg_cpu = postgres_cpu_seconds() - pg_before
     if stripe and (stripe_cpu := group_cpu_seconds(stripe.proc.pid) - stripe_before) > 0.05:
