@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     # Starlette tries the routes in order until one matches: the hot ones (matches, accept, the
-    # webhook) first. No two routes match the same method and path (tests/e2e/test_routes.py), so
+    # webhook) first. No two routes match the same method and path (tests/unit/test_routes.py), so
     # the order changes nothing else.
     for router in (bookings.router, payments.router, auth.router, catalog.router, cooperatives.router,
                    audit.router, members.router, offerings.router, reviews.router, accounts.router):

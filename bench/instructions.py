@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import math
 import os
 import pickle
 import random
@@ -35,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,26 +57,16 @@ def _scope(method: str, path: str, query: str = "", headers: list | None = None)
 
 
 def _matches_scopes(market, settings, n: int) -> list[tuple[dict, bytes]]:
-    """The queries bench/run.py sends (200 variants in the cooperative's city), as the same client."""
+    """The queries bench/run.py sends (`run.matches_paths`), as the same client."""
     from app.security import make_access_token
+    from bench.run import MATCHES_COOP, matches_paths
 
-    c = 0
+    c = MATCHES_COOP
     token = make_access_token(user_id=market.client_ids[c][0], role="client", cooperative_id=market.coop_ids[c],
                               settings=settings, now=dt.datetime.now(dt.UTC))
-    _, clat, clon = market.city(c)
-    rng = random.Random(7)
-    scopes = []
-    for _ in range(200):
-        start, minutes = rng.choice((9, 10, 11, 14, 15)), rng.choice((60, 120, 180))
-        d_km, angle = rng.uniform(0, 4), rng.uniform(0, 2 * math.pi)
-        lat = clat + d_km * math.sin(angle) / 111.32
-        lon = clon + d_km * math.cos(angle) / (111.32 * math.cos(math.radians(clat)))
-        query = urllib.parse.urlencode({
-            "service_id": str(market.service_ids[c][0]),
-            "starts_at": (market.slot_day + dt.timedelta(hours=start)).isoformat().replace("+00:00", "Z"),
-            "duration_minutes": minutes, "lat": f"{lat:.5f}", "lon": f"{lon:.5f}"})
-        scopes.append((_scope("GET", "/api/v1/matches", query, [(b"authorization", f"Bearer {token}".encode())]),
-                       b""))
+    headers = [(b"authorization", f"Bearer {token}".encode())]
+    scopes = [(_scope("GET", path, query, headers), b"")
+              for path, _, query in (p.partition("?") for p in matches_paths(market))]
     return [scopes[i % len(scopes)] for i in range(n)]
 
 
@@ -146,10 +134,11 @@ async def _child(route: str, database_url: str, market_file: str, requests: int)
 
         for scope, body in scopes[:WARMUP]:
             await call(scope, body)
-        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
+        # Blocking on purpose: counting must switch exactly between two requests, with nothing else running.
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)  # noqa: ASYNC221
         for scope, body in scopes[WARMUP:]:
             await call(scope, body)
-        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)  # noqa: ASYNC221
 
 
 # ---- the parent: seed, run each child under valgrind, report -----------------------------------

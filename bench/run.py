@@ -176,12 +176,17 @@ async def prepare_matches(ctx: Context) -> None:
     """A client token of one cooperative and 200 variants of a matches query in its city: a few km
     around the centre, slots of 1-3 hours on the benchmark day inside the published windows."""
     m = ctx.market
+    ctx.vars["token_market_client"] = ctx.token(m.client_ids[MATCHES_COOP][0], "client", m.coop_ids[MATCHES_COOP])
+    ctx.extras["matches_paths"] = matches_paths(m)
+
+
+def matches_paths(m: seed_market.Market, n: int = 200) -> list[str]:
+    """`n` variants of a matches query in the city of cooperative MATCHES_COOP (also bench/instructions.py's)."""
     c = MATCHES_COOP
-    ctx.vars["token_market_client"] = ctx.token(m.client_ids[c][0], "client", m.coop_ids[c])
     _, clat, clon = m.city(c)
     rng = random.Random(7)
     paths = []
-    for _ in range(200):
+    for _ in range(n):
         start = rng.choice((9, 10, 11, 14, 15))
         minutes = rng.choice((60, 120, 180))
         d_km, angle = rng.uniform(0, 4), rng.uniform(0, 2 * math.pi)
@@ -192,7 +197,7 @@ async def prepare_matches(ctx: Context) -> None:
             "starts_at": (m.slot_day + dt.timedelta(hours=start)).isoformat().replace("+00:00", "Z"),
             "duration_minutes": minutes, "lat": f"{lat:.5f}", "lon": f"{lon:.5f}"})
         paths.append("/api/v1/matches?" + query)
-    ctx.extras["matches_paths"] = paths
+    return paths
 
 
 def _check_matches(status: int, text: str) -> str | None:

@@ -50,10 +50,7 @@ class QuoteContext:
     # with the number standing for the part of the quote memo's key they fix (`_fixed_id`).
     _rates: dict[int, tuple[fees.SalaryRates, int]] = field(default_factory=dict, compare=False, repr=False)
 
-    def rates(self, expected_monthly_gross_cents: int | None) -> fees.SalaryRates:
-        return self._rates_and_key(expected_monthly_gross_cents)[0]
-
-    def _rates_and_key(self, expected_monthly_gross_cents: int | None) -> tuple[fees.SalaryRates, int]:
+    def rates_and_key(self, expected_monthly_gross_cents: int | None) -> tuple[fees.SalaryRates, int]:
         gross = expected_monthly_gross_cents or self.default_expected_gross_cents
         found = self._rates.get(gross)
         if found is None:
@@ -95,7 +92,7 @@ def quote(ctx: QuoteContext, *, hourly_rate_cents: int, minutes: int, vat_rate_b
     prices twenty members whose rates, mostly whole euros, repeat from one search to the next. The
     Quote returned may be shared: never mutate it (or its `terms`); `Breakdown.to_dict()` gives a
     fresh dict."""
-    rates, fixed = ctx._rates_and_key(expected_monthly_gross_cents)
+    rates, fixed = ctx.rates_and_key(expected_monthly_gross_cents)
     key = (fixed, hourly_rate_cents, minutes, vat_rate_bps, yearly_turnover_before_cents)
     found = _QUOTES.get(key)
     if found is None:
