@@ -14,8 +14,13 @@ from app.models.base import created_at_field, id_field, json_field, timestamp_fi
 
 BOOKING_STATUSES = ("pending_payment", "offered", "accepted", "in_progress", "completed", "cancelled",
                     "expired", "refunded", "disputed")
-# A worker holds the slot of a booking in these states (the no-overlap rule applies to them).
+# Matching treats a worker's slot as taken by a booking in these states (app/services/matching.py,
+# app/services/supply.py): conservative, a completed booking's whole slot included.
 HOLDING_STATUSES = ("accepted", "in_progress", "completed")
+# A worker holds at most one booking at any time among these (the no-overlap rule: PostgreSQL's
+# exclusion constraint ex_booking_worker_no_overlap, migration 0011; a serialized check on SQLite).
+# A completed booking no longer holds its worker: one finished early frees the rest of its slot.
+OVERLAP_GUARDED_STATUSES = ("accepted", "in_progress")
 # The longest booking (API.md: duration_minutes <= 720); PostgreSQL also checks a booking's span
 # against it (migration 0008), which the supply index's overlap search relies on.
 MAX_BOOKING_MINUTES = 12 * 60
@@ -156,7 +161,8 @@ class BookingOffer(SQLModel, table=True):
     )
 
     id: uuid.UUID = id_field()
-    booking_id: uuid.UUID = Field(foreign_key="booking.id", nullable=False, index=True)
+    # (Looked up by booking through uq_booking_offer_booking_id_member_id's leading column.)
+    booking_id: uuid.UUID = Field(foreign_key="booking.id", nullable=False)
     cooperative_id: uuid.UUID = Field(foreign_key="cooperative.id", nullable=False)
     member_id: uuid.UUID = Field(foreign_key="member.id", nullable=False)
     status: str = Field(default="open", sa_type=String(12), nullable=False)

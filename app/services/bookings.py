@@ -35,7 +35,7 @@ from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from app.models import (Booking, BookingEvent, BookingOffer, Cooperative, FeeScheduleVersion, Member, Service,
                         SupplyVersion, User)
 from app.models.coop_settings import CooperativeSettings, settings_of
-from app.models.marketplace import HOLDING_STATUSES
+from app.models.marketplace import HOLDING_STATUSES, OVERLAP_GUARDED_STATUSES
 from app.payments.port import AuthorizeRequest, PaymentGateway
 from app.services import idempotency, ledger, matching, quotes, supply
 from app.services.idempotency import Claim
@@ -614,7 +614,7 @@ async def _accept_serialized(session: AsyncSession, params: dict[str, Any], *, n
     params = {**params, "p_member": member_id}
     ok = _acceptable((await session.execute(_ACCEPT_READ, params)).first(), now)
     overlapping = (await session.execute(select(func.count()).select_from(Booking).where(
-        Booking.worker_member_id == member_id, Booking.status.in_(HOLDING_STATUSES),
+        Booking.worker_member_id == member_id, Booking.status.in_(OVERLAP_GUARDED_STATUSES),
         Booking.starts_at < ok.ends_at, Booking.ends_at > ok.starts_at))).scalar_one()
     if overlapping:
         raise Conflict("You already hold a booking at that time", code="overlapping_booking")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -413,9 +413,11 @@ async def test_twenty_workers_racing_for_one_booking_exactly_one_wins(client, db
     assert {r.json()["error"]["code"] for r in results if r.status_code == 409} == {"already_taken"}
 
 
-async def _two_overlapping_offers(client, db, settings):
+async def _two_overlapping_offers(client, db, settings, **coop_settings):
     """One worker, offered two direct bookings that overlap (10:00-13:00 and 11:00-14:00)."""
     market = await make_market(client, db, settings, workers=1)
+    if coop_settings:
+        await set_coop_settings(db, market.slug, **coop_settings)
     worker = market.workers[0]
     a = (await client.post("/bookings", headers=market.client.headers,
                            json=booking_body(market, worker_id=worker.member_id))).json()
@@ -430,6 +432,28 @@ async def test_one_worker_accepting_two_overlapping_bookings_at_once_gets_one(cl
     results = await asyncio.gather(*(client.post(f"/bookings/{x['id']}/accept", headers=worker.headers) for x in (a, b)))
     assert sorted(r.status_code for r in results) == [200, 409]
     assert [r.json()["error"]["code"] for r in results if r.status_code == 409] == ["overlapping_booking"]
+
+
+async def test_a_booking_finished_early_no_longer_holds_the_rest_of_its_slot(client, db, settings, clock):
+    """The no-overlap rule is about bookings a worker holds (accepted, in progress): on both
+    databases, an overlapping offer is refused while the first booking is held, and can be
+    accepted once that booking is completed (here at 10:30, half an hour into 10:00-13:00, before
+    the second one starts at 11:00)."""
+    market, worker, a, b = await _two_overlapping_offers(client, db, settings, offer_ttl_minutes=3 * 24 * 60)
+    assert (await client.post(f"/bookings/{a['id']}/accept", headers=worker.headers)).status_code == 200
+    held = await client.post(f"/bookings/{b['id']}/accept", headers=worker.headers)
+    assert held.status_code == 409 and held.json()["error"]["code"] == "overlapping_booking"
+    clock.advance(datetime.fromisoformat(a["starts_at"]) + timedelta(minutes=30) - clock())
+    assert (await client.post(f"/bookings/{a['id']}/start", headers=worker.headers)).status_code == 200
+    held = await client.post(f"/bookings/{b['id']}/accept", headers=worker.headers)
+    assert held.status_code == 409 and held.json()["error"]["code"] == "overlapping_booking"
+    done = await client.post(f"/bookings/{a['id']}/complete", json={"actual_minutes": 30}, headers=worker.headers)
+    assert done.status_code == 200 and done.json()["status"] == "completed"
+    resp = await client.post(f"/bookings/{b['id']}/accept", headers=worker.headers)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "accepted" and resp.json()["worker_id"] == worker.member_id
+    mine = (await client.get("/bookings", headers=worker.headers)).json()
+    assert sorted((x["id"], x["status"]) for x in mine) == sorted([(a["id"], "completed"), (b["id"], "accepted")])
 
 
 @pytest.mark.postgres
