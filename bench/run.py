@@ -24,6 +24,7 @@ import re
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -244,7 +245,7 @@ async def verify_accept(ctx: Context, row: "Row") -> str:
     finally:
         await conn.close()
     return (f"{accepted:,} of {ctx.extras.get('accept_prepared', 0):,} prepared bookings accepted in the database "
-            f"(preflight + warm-up + run; {events:,} `accepted` events)")
+            f"(preflight + warm-up + run, of every round so far; {events:,} `accepted` events)")
 
 
 # ---- payments endpoints (bench/bench_webhooks.py) --------------------------------------------
@@ -634,6 +635,7 @@ class Row:
     postgres_cpu_us_per_request: float | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    round: int = 1  # --rounds: which pass over the endpoints measured it
 
 
 def _host(base: str) -> str:
@@ -853,46 +855,54 @@ async def explain_matches(ctx: Context, repeats: int = 10) -> str:
 # ---- report -----------------------------------------------------------------------------------
 
 
-def _ratio(value: float, ref: float | None) -> str:
-    return f"{value / ref:.2f}" if ref else "—"
-
-
 def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
 def render(rows: list[Row], meta: dict[str, str], extra: list[str] | None = None) -> str:
-    by_name = {r.endpoint.name: r for r in rows}
+    """The markdown report. With several rounds (--rounds), one line per endpoint: the medians of its
+    rounds (requests/s, p99, and the ratio, each round's against its own round's reference) and
+    every round's ratio; the details list each round's row."""
+    rounds = max((r.round for r in rows), default=1)
+    by_key = {(r.round, r.endpoint.name): r for r in rows}
 
-    def rps(name: str | None) -> float | None:
-        r = by_name.get(name) if name else None
+    def rps(round_no: int, name: str | None) -> float | None:
+        r = by_key.get((round_no, name)) if name else None
         return r.result.requests_per_sec if r is not None and r.result is not None else None
 
     out = [f"# coopgig benchmark — {meta['date']}", "",
            " · ".join(f"{k}: {v}" for k, v in meta.items() if k != "date"), "",
-           "| endpoint | requests/s | p99 ms | ratio | target | ratio is to |",
-           "|---|---:|---:|---:|---:|---|"]
-    flagged = missed = False
-    for r in rows:
-        ep, res = r.endpoint, r.result
-        if res is None:
-            out.append(f"| {ep.name} | failed | — | — | {'≥ ' + format(ep.goal, '.2f') if ep.goal else ''} | "
-                       f"{ep.ratio_to or ''} |")
+           "| endpoint | requests/s | p99 ms | ratio | target | ratio is to |" + (" ratio per round |" if rounds > 1 else ""),
+           "|---|---:|---:|---:|---:|---|" + ("---|" if rounds > 1 else "")]
+    flagged = False
+    for name in dict.fromkeys(r.endpoint.name for r in rows):
+        mine = [r for r in rows if r.endpoint.name == name]
+        ep = mine[0].endpoint
+        done = [r for r in mine if r.result is not None]
+        goal = f"≥ {ep.goal:.2f}" if ep.goal else ""
+        if not done:
+            out.append(f"| {ep.name} | failed | — | — | {goal} | {ep.ratio_to or ''} |" + (" |" if rounds > 1 else ""))
             flagged = True
             continue
         mark = ""
-        if res.non_2xx_3xx or res.socket_error_total or (ep.oneshot is not None and res.repeats):
+        if len(done) < len(mine) or any(
+                r.result.non_2xx_3xx or r.result.socket_error_total or (ep.oneshot is not None and r.result.repeats)
+                for r in done):
             mark, flagged = " ⚠", True
-        ref = rps(ep.ratio_to)
-        ratio = _ratio(res.requests_per_sec, ref) if ep.ratio_to else ""
+        ratios = [r.result.requests_per_sec / ref for r in done if (ref := rps(r.round, ep.ratio_to))]
+        ratio = statistics.median(ratios) if ratios else None
         target = ""
         if ep.goal is not None:
-            ok = ref is not None and res.requests_per_sec / ref >= ep.goal
-            missed |= not ok
-            target = f"≥ {ep.goal:.2f} {'✓' if ok else '✗'}"
+            ok = ratio is not None and ratio >= ep.goal
+            target = f"{goal} {'✓' if ok else '✗'}"
         unit = " (TPS)" if ep.target == "pgbench" else ""
-        out.append(f"| {ep.name} | {res.requests_per_sec:,.0f}{unit}{mark} | {_fmt(res.p99_ms, '.2f')} | {ratio} | "
-                   f"{target} | {ep.ratio_to or ''} |")
+        p99s = [r.result.p99_ms for r in done if r.result.p99_ms is not None]
+        line = (f"| {ep.name} | {statistics.median(r.result.requests_per_sec for r in done):,.0f}{unit}{mark} | "
+                f"{_fmt(statistics.median(p99s) if p99s else None, '.2f')} | "
+                f"{_fmt(ratio, '.2f') if ep.ratio_to else ''} | {target} | {ep.ratio_to or ''} |")
+        if rounds > 1:
+            line += " " + (", ".join(f"{x:.2f}" for x in ratios) if ep.ratio_to else "") + " |"
+        out.append(line)
     out.append("")
     out.append("ratio = requests/s of the row ÷ requests/s of the row named in the last column "
                "(pgbench: transactions/s). ✗ = below its target.")
@@ -903,10 +913,13 @@ def render(rows: list[Row], meta: dict[str, str], extra: list[str] | None = None
             "| endpoint | request | p50 ms | p90 ms | requests | non-2xx/3xx | socket errors | "
             "server CPU µs/req | PostgreSQL CPU µs/req | new DB sessions | DB conns open | what |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    def label(r: Row) -> str:
+        return f"{r.endpoint.name} (round {r.round})" if rounds > 1 else r.endpoint.name
+
     for r in rows:
         res, ep = r.result, r.endpoint
         if res is None:
-            out.append(f"| {ep.name} | — | — | — | — | — | — | — | — | — | — | FAILED: {r.error} |")
+            out.append(f"| {label(r)} | — | — | — | — | — | — | — | — | — | — | FAILED: {r.error} |")
             continue
         if ep.oneshot is not None:
             path = f"{ep.method} {r.path} (…one-shot, one per request)"
@@ -914,12 +927,12 @@ def render(rows: list[Row], meta: dict[str, str], extra: list[str] | None = None
             path = "pgbench TPC-B (built-in script)"
         else:
             path = ep.method + " " + (r.path if ep.paths is None and ep.lua_path is None else f"{r.path} (…{ep.pick})")
-        out.append(f"| {ep.name} | {path} | {_fmt(res.latency_ms.get(50), '.2f')} | "
+        out.append(f"| {label(r)} | {path} | {_fmt(res.latency_ms.get(50), '.2f')} | "
                    f"{_fmt(res.latency_ms.get(90), '.2f')} | {res.requests:,} | {res.non_2xx_3xx} | "
                    f"{res.socket_error_total} | {_fmt(r.server_cpu_us_per_request, ',.0f')} | "
                    f"{_fmt(r.postgres_cpu_us_per_request, ',.0f')} | "
                    f"{_fmt(r.new_sessions, 'd')} | {_fmt(r.open_connections, 'd')} | {ep.note} |")
-    notes = [(r.endpoint.name, n) for r in rows for n in r.notes]
+    notes = [(label(r), n) for r in rows for n in r.notes]
     if notes or extra:
         out += ["", "Notes:", ""]
         out += [f"- {line}" for line in (extra or [])]
@@ -966,8 +979,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="sample the app's workers with py-spy during each measured run (bench/profile.py; "
                         "it costs the app a little throughput)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every selected row this many times, in turn (references and endpoints "
+                        "interleaved), and report each ratio's median over the rounds, each round's "
+                        "ratio taken against its own round's reference (default: %(default)s)")
     p.add_argument("--list", action="store_true", help="list the endpoints and exit")
     args = p.parse_args(argv)
+    if not 1 <= args.rounds <= 9:
+        p.error("--rounds must be between 1 and 9")
     if args.duration < 1 or args.duration > 600:
         p.error("--duration must be between 1 and 600 seconds")
     if args.warmup < 0 or args.warmup > 120:
@@ -1098,21 +1117,24 @@ def main(argv: list[str] | None = None) -> int:
         ctx.app_url, ctx.ref_url = app_server.url, ref_server.url
         ctx.servers.update(app=app_server, ref=ref_server)
 
-        for i, ep in enumerate(selected):
-            if ref_server.proc.poll() is None and all(e.target != "ref" for e in selected[i:]):
+        passes = [(n, ep) for n in range(1, args.rounds + 1) for ep in selected]
+        for i, (round_no, ep) in enumerate(passes):
+            if ref_server.proc.poll() is None and all(e.target != "ref" for _, e in passes[i:]):
                 # PostgreSQL's connections are few (max_connections, shared with anything else on the
                 # server): the reference app's pools are not needed any more.
                 stop_server(ref_server)
-            print(f"bench: {ep.name} ...", end=" ", flush=True)
+            label = f" (round {round_no}/{args.rounds})" if args.rounds > 1 else ""
+            print(f"bench: {ep.name}{label} ...", end=" ", flush=True)
             try:
                 row = bench_endpoint(ep, ctx, args, wrk)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as exc:  # noqa: BLE001  (one failed row must not lose the others)
-                row = Row(ep, "—", None, error=f"{type(exc).__name__}: {str(exc)[:600]}")
+                row = Row(ep, "—", None, error=f"{type(exc).__name__}: {str(exc)[:600]}", round=round_no)
                 print(f"FAILED: {row.error}", flush=True)
                 rows.append(row)
                 continue
+            row.round = round_no
             rows.append(row)
             res = row.result
             print(f"{res.requests_per_sec:,.0f} req/s, p99 {_fmt(res.p99_ms, '.2f')} ms"
@@ -1138,6 +1160,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"connections, {args.warmup:g}s warm-up + {args.duration:g}s each",
         "servers": f"uvicorn --workers {args.workers} each, wrk on the same machine",
         **({"scale": f"{args.scale:g}"} if "market" in needs else {}),
+        **({"rounds": f"{args.rounds}, interleaved; each ratio is the median of its rounds' ratios"}
+           if args.rounds > 1 else {}),
         "load average (1/5/15 min)": f"{'/'.join(f'{x:.2f}' for x in load_before)} before, "
                                      f"{'/'.join(f'{x:.2f}' for x in load_after)} after",
         **({"app env": " ".join(args.app_env)} if args.app_env else {}),
@@ -1149,7 +1173,7 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "latest.json").write_text(json.dumps({"meta": meta, "notes": extra, "rows": [
         {"endpoint": r.endpoint.name, "group": r.endpoint.group, "target": r.endpoint.target,
          "method": r.endpoint.method, "path": r.path, "error": r.error,
-         "ratio_to": r.endpoint.ratio_to, "goal": r.endpoint.goal, "notes": r.notes,
+         "ratio_to": r.endpoint.ratio_to, "goal": r.endpoint.goal, "notes": r.notes, "round": r.round,
          **({} if r.result is None else {
              "requests_per_sec": r.result.requests_per_sec, "latency_ms": r.result.latency_ms,
              "requests": r.result.requests, "non_2xx_3xx": r.result.non_2xx_3xx,
