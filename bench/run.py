@@ -872,7 +872,8 @@ def render(rows: list[Row], meta: dict[str, str], extra: list[str] | None = None
 
     out = [f"# coopgig benchmark — {meta['date']}", "",
            " · ".join(f"{k}: {v}" for k, v in meta.items() if k != "date"), "",
-           "| endpoint | requests/s | p99 ms | ratio | target | ratio is to |" + (" ratio per round |" if rounds > 1 else ""),
+           "| endpoint | requests/s | p99 ms | ratio | target | ratio is to |"
+           + (" ratio per round |" if rounds > 1 else ""),
            "|---|---:|---:|---:|---:|---|" + ("---|" if rounds > 1 else "")]
     flagged = False
     for name in dict.fromkeys(r.endpoint.name for r in rows):
@@ -913,6 +914,7 @@ def render(rows: list[Row], meta: dict[str, str], extra: list[str] | None = None
             "| endpoint | request | p50 ms | p90 ms | requests | non-2xx/3xx | socket errors | "
             "server CPU µs/req | PostgreSQL CPU µs/req | new DB sessions | DB conns open | what |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+
     def label(r: Row) -> str:
         return f"{r.endpoint.name} (round {r.round})" if rounds > 1 else r.endpoint.name
 
